@@ -1,0 +1,37 @@
+# Set-up and everyday commands. `make demo` and `make test` install what they need first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+BENCH_ARGS ?=
+
+.PHONY: install test test-fast demo bench bench-quick clean
+
+install: $(VENV)/.installed
+
+# torch first, pinned, so that the package's own range never pulls another (CUDA) build
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+demo: install
+	$(BIN)/charrnn train configs/tiny.yaml --out runs/demo --force
+	$(BIN)/charrnn sample --checkpoint runs/demo --prime "sharks"
+
+bench: install
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+bench-quick: install
+	$(BIN)/python benchmarks/bench.py --quick $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache *.egg-info

@@ -1,0 +1,143 @@
+"""Checkpoints: atomic writes, safe and versioned loads, and where to find them.
+
+A checkpoint is a dict of plain Python values and tensors, so it loads with
+`torch.load(..., weights_only=True)` and nothing else is ever unpickled:
+
+    format, format_version, charrnn_version, config (resolved, as a dict), vocab (list of chars),
+    model, optimizer (state dicts), step, data_position, hidden (the carried state),
+    best_val_loss, val_loss, train_loss, elapsed_seconds, rng (torch / cuda generator states)
+
+Writes go to a temporary file in the same folder, are flushed and fsynced, then renamed over
+the old file, so a crash at any moment leaves either the old or the new checkpoint, never a
+broken one.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from charrnn import __version__
+from charrnn.errors import CheckpointError, TrainingFailed
+
+FORMAT = "charrnn-checkpoint"
+FORMAT_VERSION = 1
+
+# Upgrades from older formats, by the version they read: each returns the next version's dict.
+_MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """Write `state` atomically to `path` (temp file, fsync, rename, fsync of the folder)."""
+    path = Path(path)
+    state = {"format": FORMAT, "format_version": FORMAT_VERSION, "charrnn_version": __version__,
+             **state}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise TrainingFailed(f"could not write checkpoint {path}: {exc.strerror or exc}; the "
+                             f"previous checkpoint there is intact") from exc
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
+    """A checkpoint file, or the `best.pt` / `last.pt` of a run directory (in `prefer` order)."""
+    path = Path(path)
+    if path.is_dir():
+        order = ["best.pt", "last.pt"] if prefer == "best" else ["last.pt", "best.pt"]
+        for name in order:
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"run directory {path} holds no checkpoint (no best.pt or last.pt)")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return path
+
+
+def find_default_checkpoint(runs_dir: str | Path = "runs") -> tuple[Path, str]:
+    """$CHARRNN_CHECKPOINT, else the newest best.pt under ./runs; also says which rule chose it."""
+    env = os.environ.get("CHARRNN_CHECKPOINT")
+    if env:
+        return resolve_checkpoint(env), "$CHARRNN_CHECKPOINT"
+    candidates = sorted(Path(runs_dir).glob("**/best.pt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise CheckpointError(f"no checkpoint given and none found under ./{runs_dir} (train one "
+                              f"with `charrnn train CONFIG`, or pass --checkpoint PATH)")
+    return candidates[-1], f"the newest under ./{runs_dir}"
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
+    """Load and check a checkpoint without unpickling anything but tensors and plain data."""
+    path = resolve_checkpoint(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+            raise CheckpointError(
+                f"{path}: refused to load: it holds Python objects beyond tensors and plain data "
+                f"(a pickle that could run code), which a charrnn checkpoint never does") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not written by "
+                              f"torch.save)") from None
+    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, KeyError,
+            IndexError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                              ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a charrnn checkpoint (it has no charrnn format tag)")
+    version = state.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path}: checkpoint format version {version!r} is not valid")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written by a newer charrnn (format {version}; this "
+                              f"charrnn {__version__} reads up to {FORMAT_VERSION}): upgrade "
+                              f"charrnn to use it")
+    while version < FORMAT_VERSION:
+        state = _MIGRATIONS[version](state)
+        version = state["format_version"]
+    for key in ("config", "vocab", "model", "step"):
+        if key not in state:
+            raise CheckpointError(f"{path}: checkpoint is missing '{key}'")
+    state["path"] = str(path)
+    return state
+
+
+def capture_rng(device: torch.device) -> dict:
+    """Generator states needed for an exact resume (CPU always, CUDA where used)."""
+    rng = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    return rng
+
+
+def restore_rng(rng: dict, device: torch.device) -> None:
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"].cpu())
+    if device.type == "cuda" and "cuda" in rng:
+        torch.cuda.set_rng_state(rng["cuda"].cpu(), device)

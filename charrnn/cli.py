@@ -1,0 +1,407 @@
+"""The `charrnn` command line: parses arguments, calls the library, maps errors to exit codes.
+
+stdout carries only the product (generated text, eval results, info); everything else goes to
+stderr. Exit codes: 0 success, 1 a run that failed, 2 bad input, 130 interrupted. torch is
+imported inside the commands, so `charrnn --help` and `--version` answer fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+try:  # typer >= 0.20 vendors click as typer._click
+    from typer._click import exceptions as cli_errors
+except ImportError:  # pragma: no cover - older typer on top of click
+    from click import exceptions as cli_errors
+
+from charrnn import __version__
+from charrnn.errors import CharRNNError, DataError
+
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+
+app = typer.Typer(
+    name="charrnn",
+    help="Train character-level recurrent language models (RNN, LSTM, GRU) and sample from "
+         "them.\n\nQuick start: charrnn train configs/tiny.yaml, then charrnn sample --prime "
+         "\"sharks\".",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"charrnn {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Show the version and exit."),
+) -> None:
+    """Train character-level recurrent language models (RNN, LSTM, GRU) and sample from them.
+
+    Quick start: charrnn train configs/tiny.yaml, then charrnn sample --prime "sharks".
+    """
+
+
+def _reporter(quiet: bool):
+    from charrnn.report import Reporter
+    return Reporter(quiet=quiet)
+
+
+def _load_model(checkpoint: Optional[str], device_spec: str, reporter):
+    """Find, load and rebuild the model of a checkpoint; name the file on stderr."""
+    from charrnn.checkpoint import find_default_checkpoint, load_checkpoint, resolve_checkpoint
+    from charrnn.config import config_from_dict
+    from charrnn.device import resolve_device, set_threads
+    from charrnn.models import build_model
+    from charrnn.vocab import Vocab
+
+    if checkpoint:
+        path, why = resolve_checkpoint(checkpoint), None
+    else:
+        path, why = find_default_checkpoint()
+    device = resolve_device(device_spec)
+    set_threads(None)
+    state = load_checkpoint(path, map_location=device)
+    cfg = config_from_dict(state["config"], source=f"{path} (config)")
+    model = build_model(cfg.model, len(state["vocab"]))
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    reporter.info(f"using checkpoint {path}" + (f" ({why})" if why else "")
+                  + f", step {state['step']}")
+    return model, Vocab(state["vocab"]), cfg, state, device
+
+
+def _decode_escapes(text: str) -> str:
+    return text.encode("utf-8").decode("unicode_escape") if "\\" in text else text
+
+
+def _read_text(source: str) -> str:
+    """A text argument: a path, or - for stdin, decoded as UTF-8 with a clear error."""
+    from charrnn.data import read_bytes
+    raw, parts = read_bytes(source)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{parts[0][0]} is not UTF-8 text: invalid byte 0x{raw[exc.start]:02x} "
+                        f"at byte offset {exc.start}") from None
+
+
+# ------------------------------------------------------------------------------------ train
+
+@app.command("train")
+def train_cmd(
+    config: Optional[Path] = typer.Argument(
+        None, help="YAML config (see configs/). May be left out with --resume, which then uses "
+                   "the saved run's config.", show_default=False),
+    overrides: List[str] = typer.Option(
+        [], "--set", "-s", metavar="SECTION.KEY=VALUE",
+        help="Override one config value (repeatable), e.g. --set model.type=gru "
+             "--set train.lr=1e-3. Values are read as YAML scalars."),
+    data: Optional[str] = typer.Option(None, "--data", "-d",
+                                       help="Training text: a file, a folder, or - for stdin "
+                                            "(sets data.path)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o",
+                                      help="Run directory for checkpoints and logs "
+                                           "(sets train.out_dir; default runs/<config name>)."),
+    device: Optional[str] = typer.Option(None, "--device",
+                                         help="auto, cpu, cuda, cuda:N or mps (sets train.device)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps",
+                                            help="Optimizer steps in total (sets train.max_steps)."),
+    max_minutes: Optional[float] = typer.Option(
+        None, "--max-minutes", help="Stop cleanly after this many minutes, evaluate and save "
+                                    "(sets train.max_minutes)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (sets train.seed)."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", help="CPU threads (sets train.threads; default: the cores this "
+                                "process may use)."),
+    resume: Optional[str] = typer.Option(
+        None, "--resume", "-r", metavar="RUN_DIR|CKPT",
+        help="Continue a run from its last.pt (or the checkpoint given), exactly where it "
+             "stopped."),
+    force: bool = typer.Option(False, "--force",
+                               help="Start over in a run directory that already holds a run, "
+                                    "deleting its checkpoints."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+) -> None:
+    """Train a model as CONFIG says, writing checkpoints to its run directory.
+
+    Example: charrnn train configs/tiny.yaml --set model.type=gru --out runs/gru
+    """
+    from charrnn.config import load_config, config_from_dict, apply_overrides
+    from charrnn.train import config_from_checkpoint, train
+
+    sets = list(overrides)
+    for key, value in (("data.path", data), ("train.out_dir", out), ("train.device", device),
+                       ("train.max_steps", max_steps), ("train.max_minutes", max_minutes),
+                       ("train.seed", seed), ("train.threads", threads)):
+        if value is not None:
+            sets.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
+    if config is not None:
+        cfg = load_config(config, sets)
+    elif resume is not None:
+        cfg = config_from_checkpoint(resume, sets)
+    else:
+        raise cli_errors.UsageError("give a CONFIG file, or --resume RUN_DIR to continue a run")
+    if data is not None:
+        cfg.data.corpus = None  # an explicit --data wins over a named corpus
+
+    reporter = _reporter(quiet)
+    stop = {"requested": False}
+
+    def on_signal(signum, frame):
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        reporter.info("stopping after this step (press Ctrl-C again to abort at once)")
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = train(cfg, resume=resume, run_dir=out, force=force,
+                       on_event=reporter.training_event, should_stop=lambda: stop["requested"])
+    finally:
+        reporter.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    best = (f"; best val loss {result.best_val_loss:.4f}"
+            if result.best_val_loss is not None else "")
+    if result.stopped_by == "interrupt":
+        reporter.info(f"interrupted at step {result.step}: saved {result.run_dir / 'last.pt'}; "
+                      f"continue with: charrnn train --resume {result.run_dir}")
+        raise typer.Exit(130)
+    why = " (time budget reached)" if result.stopped_by == "max_minutes" else ""
+    reporter.info(f"done at step {result.step}{why}{best}; checkpoints in {result.run_dir}")
+
+
+# ------------------------------------------------------------------------------------ sample
+
+@app.command("sample")
+def sample_cmd(
+    checkpoint: Optional[str] = typer.Option(
+        None, "--checkpoint", "-c", metavar="CKPT|RUN_DIR",
+        help="Checkpoint file or run directory (its best.pt). Default: $CHARRNN_CHECKPOINT, "
+             "else the newest best.pt under ./runs."),
+    prime: str = typer.Option("", "--prime", "-p",
+                              help="Text to start from; the output begins with it. Empty: start "
+                                   "from a random character."),
+    prime_file: Optional[str] = typer.Option(
+        None, "--prime-file", metavar="FILE|-",
+        help="Read primes from a file or stdin, one per line; each line is continued on its own "
+             "(one batch)."),
+    length: Optional[int] = typer.Option(None, "--length", "-n",
+                                         help="Characters to generate after the prime "
+                                              "(default: the config's sample.length)."),
+    temperature: Optional[float] = typer.Option(
+        None, "--temperature", "-t", help="Softmax temperature, above 0: lower is safer, higher "
+                                          "is wilder (default: the config's, else 0.8)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k",
+                                        help="Sample only from the K likeliest characters."),
+    top_p: Optional[float] = typer.Option(
+        None, "--top-p", help="Sample from the smallest set of characters whose probability "
+                              "reaches P, in (0, 1]."),
+    greedy: bool = typer.Option(False, "--greedy",
+                                help="Always take the likeliest character (deterministic)."),
+    num_samples: int = typer.Option(1, "--num-samples", "-N", min=1,
+                                    help="Samples per prime, generated as one batch."),
+    seed: Optional[int] = typer.Option(None, "--seed",
+                                       help="Random seed: the same seed gives the same sample."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    separator: str = typer.Option(
+        "\\n---\\n", "--separator", metavar="TEXT",
+        help="Written after each sample when there are several (escapes such as \\n and \\0 "
+             "work)."),
+    as_json: bool = typer.Option(False, "--json",
+                                 help="Print a JSON list of {prime, text} objects instead "
+                                      "(text is what follows the prime)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+) -> None:
+    """Generate text from a trained model, streaming it to stdout.
+
+    Example: charrnn sample --prime "sharks" --length 200 --temperature 0.7
+    """
+    from charrnn.sampling import check_options, generate
+
+    reporter = _reporter(quiet)
+    greedy_or_temp = temperature if temperature is not None else 0.8
+    check_options(length or 0, greedy_or_temp, top_k, top_p, greedy)
+    primes = [prime]
+    if prime_file is not None:
+        primes = [line for line in _read_text(prime_file).splitlines() if line]
+        if not primes:
+            raise DataError(f"--prime-file {prime_file}: no primes in it (one per line)")
+    model, vocab, cfg, _, dev = _load_model(checkpoint, device, reporter)
+    s = cfg.sample
+    primes = [p for p in primes for _ in range(num_samples)]
+    steps = generate(model, vocab, primes, s.length if length is None else length, device=dev,
+                     temperature=s.temperature if temperature is None else temperature,
+                     top_k=top_k if top_k is not None else s.top_k,
+                     top_p=top_p if top_p is not None else s.top_p,
+                     greedy=greedy, seed=seed)
+    out = sys.stdout
+    if len(primes) == 1 and not as_json:  # stream as it is generated
+        out.write(primes[0])
+        interactive = out.isatty()
+        for (ch,) in steps:
+            out.write(ch)
+            if interactive or ch == "\n":
+                out.flush()
+        out.write("\n")
+        out.flush()
+        return
+    texts = ["".join(parts) for parts in zip(*steps)] if primes else []
+    texts = texts or [""] * len(primes)
+    if as_json:
+        out.write(json.dumps([{"prime": p, "text": t} for p, t in zip(primes, texts)],
+                             ensure_ascii=False) + "\n")
+    else:
+        sep = _decode_escapes(separator)
+        out.write("".join(p + t + sep for p, t in zip(primes, texts)))
+    out.flush()
+
+
+# ------------------------------------------------------------------------------------ eval
+
+@app.command("eval")
+def eval_cmd(
+    text_file: Optional[str] = typer.Argument(
+        None, metavar="[TEXT_FILE|-]",
+        help="Text to score (- for stdin). Default: the validation split of the text the model "
+             "was trained on.", show_default=False),
+    checkpoint: Optional[str] = typer.Option(
+        None, "--checkpoint", "-c", metavar="CKPT|RUN_DIR",
+        help="Checkpoint file or run directory (its best.pt). Default: $CHARRNN_CHECKPOINT, "
+             "else the newest best.pt under ./runs."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: loss, bpc, "
+                                                       "perplexity, chars."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+) -> None:
+    """Measure how well a model predicts a text: loss (nats/char), bits per char, perplexity.
+
+    Example: charrnn eval --checkpoint runs/tiny data/foodchain.txt --json
+    """
+    from charrnn.evaluate import evaluate_text, stream_loss, summarize
+
+    reporter = _reporter(quiet)
+    model, vocab, cfg, _, dev = _load_model(checkpoint, device, reporter)
+    if text_file is not None:
+        result = evaluate_text(model, vocab, _read_text(text_file), dev)
+    else:
+        from charrnn.train import load_training_corpus
+        corpus = load_training_corpus(cfg)
+        if corpus.vocab != vocab or len(corpus.val) < 2:
+            raise DataError(f"cannot rebuild the validation split of {corpus.source}: give "
+                            f"the TEXT_FILE to score")
+        reporter.info(f"scoring the validation split of {corpus.source} "
+                      f"({len(corpus.val):,} characters)")
+        result = summarize(*stream_loss(model, corpus.val, dev))
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        sys.stdout.write(f"loss {result['loss']:.4f} nats/char  bpc {result['bpc']:.4f}  "
+                         f"perplexity {result['perplexity']:.3f}  chars {result['chars']:,}\n")
+
+
+# ------------------------------------------------------------------------------------ info
+
+@app.command("info")
+def info_cmd(
+    path: Optional[str] = typer.Argument(
+        None, metavar="[CKPT|RUN_DIR]",
+        help="Checkpoint or run directory. Default: $CHARRNN_CHECKPOINT, else the newest "
+             "best.pt under ./runs.", show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Describe a checkpoint: model, sizes, parameters, vocab, step and losses.
+
+    Example: charrnn info runs/tiny
+    """
+    from charrnn.checkpoint import find_default_checkpoint, load_checkpoint, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(path) if path else find_default_checkpoint()[0]
+    state = load_checkpoint(ckpt)
+    model_cfg = state["config"]["model"]
+    info = {
+        "path": str(ckpt), "model": model_cfg["type"],
+        "embedding_dim": model_cfg["embedding_dim"], "hidden_size": model_cfg["hidden_size"],
+        "num_layers": model_cfg["num_layers"], "dropout": model_cfg["dropout"],
+        "parameters": sum(t.numel() for t in state["model"].values()),
+        "vocab_size": len(state["vocab"]), "step": state["step"],
+        "max_steps": state["config"]["train"]["max_steps"],
+        "best_val_loss": state.get("best_val_loss"), "val_loss": state.get("val_loss"),
+        "train_loss": state.get("train_loss"), "format_version": state["format_version"],
+        "charrnn_version": state.get("charrnn_version"),
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(info) + "\n")
+        return
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    sys.stdout.write(
+        f"checkpoint   {info['path']}\n"
+        f"model        {info['model']}: {info['num_layers']} x {info['hidden_size']} "
+        f"(embedding {info['embedding_dim']}, dropout {info['dropout']})\n"
+        f"parameters   {info['parameters']:,}\n"
+        f"vocab        {info['vocab_size']} characters\n"
+        f"step         {info['step']} of {info['max_steps']}\n"
+        f"val loss     {fmt(info['val_loss'])} (best {fmt(info['best_val_loss'])}) nats/char\n"
+        f"train loss   {fmt(info['train_loss'])} nats/char\n")
+
+
+# ------------------------------------------------------------------------------------ entry
+
+def _fail(message: str, code: int) -> int:
+    sys.stderr.write("error: " + " ".join(str(message).split()) + "\n")
+    sys.stderr.flush()
+    return code
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Run the CLI and turn every failure into one `error:` line and an exit code."""
+    debug = os.environ.get("CHARRNN_DEBUG", "") not in ("", "0")
+    try:
+        code = app(args=argv, prog_name="charrnn", standalone_mode=False)
+        code = code if isinstance(code, int) else 0
+    except cli_errors.NoArgsIsHelpError as exc:
+        sys.stdout.write(exc.format_message() + "\n")
+        code = 0
+    except cli_errors.UsageError as exc:
+        if debug:
+            raise
+        hint = f" (see charrnn {exc.ctx.info_name} --help)" if exc.ctx and exc.ctx.parent else \
+            " (see charrnn --help)"
+        code = _fail(exc.format_message() + hint, 2)
+    except CharRNNError as exc:
+        if debug:
+            raise
+        code = _fail(str(exc), exc.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
+        code = _fail("interrupted", 130)
+    except BrokenPipeError:
+        # the reader went away (`| head`): stop quietly, as the Python docs advise
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    except OSError as exc:
+        if debug:
+            raise
+        code = _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1)
+    except Exception as exc:  # a bug: say so in one line, full traceback with CHARRNN_DEBUG=1
+        if debug:
+            raise
+        code = _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with CHARRNN_DEBUG=1 "
+                     f"for the traceback, and report it)", 1)
+    sys.exit(code)

@@ -1,0 +1,266 @@
+"""Run settings: dataclasses for the data / model / train / sample sections, loaded from YAML.
+
+Precedence is defaults < YAML file < `--set section.key=value` overrides. One strict loader
+rejects unknown keys (suggesting the nearest valid one), wrong types and out-of-range values,
+and reports every problem at once in a single `ConfigError`. No torch import here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from charrnn.errors import ConfigError
+
+
+def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+         min_open: bool = False, max_open: bool = False, choices: tuple | None = None) -> Any:
+    """A dataclass field that carries its help text and allowed range."""
+    meta = {"help": help, "min": min, "max": max, "min_open": min_open, "max_open": max_open,
+            "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    path: Optional[str] = _opt(None, "text file, folder (files in sorted order) or - for stdin")
+    corpus: Optional[str] = _opt(None, "a known corpus fetched by `charrnn data get` (instead of path)")
+    val_fraction: float = _opt(0.1, "last fraction of the text held out for validation",
+                               min=0.0, max=1.0, max_open=True)
+    encoding_errors: str = _opt("strict", "what to do with bytes that are not UTF-8",
+                                choices=("strict", "replace"))
+
+
+@dataclass
+class ModelConfig:
+    type: str = _opt("lstm", "model family from the registry (rnn, lstm, gru, ...)")
+    embedding_dim: int = _opt(64, "size of the character embedding", min=1)
+    hidden_size: int = _opt(256, "units per recurrent layer", min=1)
+    num_layers: int = _opt(2, "stacked recurrent layers", min=1)
+    dropout: float = _opt(0.0, "dropout between layers and before the output head",
+                          min=0.0, max=1.0, max_open=True)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = _opt(64, "parallel streams per step", min=1)
+    seq_len: int = _opt(100, "characters per stream per step (truncated BPTT length)", min=1)
+    max_steps: int = _opt(2000, "optimizer steps in total", min=0)
+    max_minutes: Optional[float] = _opt(None, "stop cleanly after this many minutes of training",
+                                        min=0.0, min_open=True)
+    optimizer: str = _opt("adamw", "adam or adamw", choices=("adam", "adamw"))
+    lr: float = _opt(2.0e-3, "peak learning rate", min=0.0, min_open=True)
+    min_lr_ratio: float = _opt(0.1, "cosine schedule ends at lr * min_lr_ratio", min=0.0, max=1.0)
+    weight_decay: float = _opt(0.0, "decoupled weight decay (adamw) or L2 (adam)", min=0.0)
+    grad_clip: Optional[float] = _opt(5.0, "clip the gradient norm to this (null: no clipping)",
+                                      min=0.0, min_open=True)
+    lr_schedule: str = _opt("cosine", "constant or cosine (both after warm-up)",
+                            choices=("constant", "cosine"))
+    warmup_steps: int = _opt(0, "linear warm-up steps", min=0)
+    eval_every: int = _opt(200, "evaluate on the validation split every N steps", min=1)
+    eval_batches: Optional[int] = _opt(None, "validation windows per eval (null: the whole split)",
+                                       min=1)
+    save_every: Optional[int] = _opt(None, "write last.pt every N steps (null: at each eval)", min=1)
+    log_every: int = _opt(50, "log the training loss every N steps", min=1)
+    skip_nonfinite: int = _opt(0, "skip up to N steps with a non-finite loss before stopping", min=0)
+    out_dir: Optional[str] = _opt(None, "run directory (null: runs/<config name>)")
+    device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps")
+    precision: str = _opt("auto", "auto (bf16 autocast on CUDA), fp32 or bf16",
+                          choices=("auto", "fp32", "bf16"))
+    threads: Optional[int] = _opt(None, "CPU threads (null: the cores this process may use)", min=1)
+    seed: int = _opt(1337, "seed for weights, dropout and sampling")
+    compile: bool = _opt(False, "torch.compile the model (CUDA only)")
+
+
+@dataclass
+class SampleConfig:
+    length: int = _opt(500, "characters to generate after the prime", min=0)
+    temperature: float = _opt(0.8, "softmax temperature (lower: safer, higher: wilder)",
+                              min=0.0, min_open=True)
+    top_k: Optional[int] = _opt(None, "sample only from the k likeliest characters", min=1)
+    top_p: Optional[float] = _opt(None, "sample from the smallest set with this much probability",
+                                  min=0.0, max=1.0, min_open=True)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+_SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
+                    "sample": SampleConfig}
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(options)})"
+
+
+def _base_type(tp: Any) -> tuple[type, bool]:
+    """The plain type of a field and whether it may be null."""
+    if isinstance(tp, str):
+        tp = eval(tp, {"Optional": Optional, "float": float, "int": int, "str": str,
+                       "bool": bool})
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return tp, False
+
+
+def _check_value(key: str, value: Any, f: dataclasses.Field) -> tuple[Any, str | None]:
+    """Coerce and check one value; return (value, problem or None)."""
+    tp, nullable = _base_type(f.type)
+    meta = f.metadata
+    if value is None:
+        return (None, None) if nullable else (value, f"{key}: must not be null")
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-3 as a string; take it as the number it clearly is
+            value = float(value)
+        except ValueError:
+            pass
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if tp is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    ok = isinstance(value, tp) and not (tp in (int, float) and isinstance(value, bool))
+    if not ok:
+        hint = " (write floats like 1.0e-3)" if tp is float else ""
+        return value, f"{key}: expected {tp.__name__}, got {value!r}{hint}"
+    if tp is float and not math.isfinite(value):
+        return value, f"{key}: must be a finite number, got {value!r}"
+    if meta.get("choices") and value not in meta["choices"]:
+        return value, f"{key}: must be one of {', '.join(meta['choices'])}, got {value!r}"
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and (value < lo or (meta["min_open"] and value == lo)):
+        op = ">" if meta["min_open"] else ">="
+        return value, f"{key}: must be {op} {lo:g}, got {value!r}"
+    if hi is not None and (value > hi or (meta["max_open"] and value == hi)):
+        op = "<" if meta["max_open"] else "<="
+        return value, f"{key}: must be {op} {hi:g}, got {value!r}"
+    return value, None
+
+
+def config_from_dict(raw: Any, source: str = "config") -> Config:
+    """Build and validate a Config from nested mappings, reporting every problem at once."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections "
+                          f"({', '.join(SECTIONS)}), got {type(raw).__name__}")
+    problems: list[str] = []
+    sections: dict[str, Any] = {}
+    for name, body in raw.items():
+        if name not in _SECTION_CLASSES:
+            problems.append(f"unknown section '{name}'{_suggest(str(name), list(SECTIONS))}")
+            continue
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            problems.append(f"{name}: expected a mapping of keys, got {body!r}")
+            continue
+        cls = _SECTION_CLASSES[name]
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in body.items():
+            if key not in fields:
+                problems.append(f"unknown key '{name}.{key}'"
+                                f"{_suggest(str(key), list(fields))}")
+                continue
+            value, problem = _check_value(f"{name}.{key}", value, fields[key])
+            if problem:
+                problems.append(problem)
+            values[key] = value
+        sections[name] = values
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+    return Config(**{name: _SECTION_CLASSES[name](**sections.get(name, {}))
+                     for name in _SECTION_CLASSES})
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.lr=1e-3` -> (['train', 'lr'], 0.001); the value is read as a YAML scalar."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. --set train.lr=1e-3")
+    key, _, value = text.partition("=")
+    parts = key.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"--set {text!r}: the key must be SECTION.KEY, e.g. model.hidden_size")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return parts, parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Return a copy of `raw` with each `section.key=value` applied."""
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        body = merged.setdefault(section, {})
+        if not isinstance(body, dict):
+            body = merged[section] = {}
+        body[key] = value
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML config file into a mapping, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path} (give the path of a YAML config, "
+                          f"e.g. configs/tiny.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc.reason} at byte {exc.start})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from exc
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(SECTIONS)}), "
+                          f"got a {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Load a YAML config, apply overrides, validate, and resolve paths against its folder."""
+    raw = apply_overrides(read_yaml(path), list(overrides))
+    cfg = config_from_dict(raw, source=str(path))
+    if cfg.train.out_dir is None:
+        cfg.train.out_dir = str(Path("runs") / Path(path).stem)
+    cfg.data.path = resolve_relative(cfg.data.path, Path(path).parent)
+    return cfg
+
+
+def resolve_relative(path: str | None, base: Path) -> str | None:
+    """A relative path as given if it exists from here, else relative to `base` if it exists there."""
+    if path is None or path == "-" or Path(path).is_absolute() or Path(path).exists():
+        return path
+    candidate = base / path
+    return str(candidate) if candidate.exists() else path
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (the run directory's `config.yaml`)."""
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    Path(path).write_text(text, encoding="utf-8")

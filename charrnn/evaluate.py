@@ -1,0 +1,54 @@
+"""How well a model predicts text: loss in nats per character, bits per character, perplexity.
+
+The text is cut into a few parallel streams and read window by window with the hidden state
+carried across the whole of it, without gradients.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from charrnn.data import eval_windows
+from charrnn.device import autocast
+from charrnn.errors import DataError
+from charrnn.vocab import Vocab
+
+
+@torch.no_grad()
+def stream_loss(model, ids: torch.Tensor, device: torch.device, *, streams: int = 16,
+                seq_len: int = 256, max_windows: int | None = None,
+                precision: str = "auto") -> tuple[float, int]:
+    """Mean cross-entropy (nats) over every predicted character of `ids`, and their count."""
+    was_training = model.training
+    model.eval()
+    total, count, hidden = torch.zeros((), dtype=torch.float64, device=device), 0, None
+    try:
+        for x, y in eval_windows(ids, streams, seq_len, max_windows):
+            x, y = x.to(device), y.to(device)
+            with autocast(device, precision):
+                logits, hidden = model(x, hidden)
+            total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
+                                     reduction="sum").double()
+            count += y.numel()
+    finally:
+        model.train(was_training)
+    return (total.item() / count if count else float("nan")), count
+
+
+def summarize(loss: float, chars: int) -> dict:
+    """The figures `charrnn eval` reports for a mean loss in nats."""
+    return {"loss": loss, "bpc": loss / math.log(2), "perplexity": math.exp(loss), "chars": chars}
+
+
+def evaluate_text(model, vocab: Vocab, text: str, device: torch.device, *, streams: int = 16,
+                  seq_len: int = 256) -> dict:
+    """Loss, bits per character and perplexity of `model` on `text` (all but its first char)."""
+    vocab.check(text, "the text")
+    ids = vocab.encode(text)
+    if len(ids) < 2:
+        raise DataError("the text to evaluate needs at least 2 characters")
+    loss, chars = stream_loss(model, ids, device, streams=streams, seq_len=seq_len)
+    return summarize(loss, chars)

@@ -1,0 +1,51 @@
+"""Recurrent families on torch's fused modules (cuDNN on a GPU): rnn, lstm and gru.
+
+    ids (B, T) -> Embedding -> nn.RNN / nn.LSTM / nn.GRU stack (dropout between layers)
+               -> Dropout -> Linear head -> logits (B, T, vocab)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from charrnn.models.registry import register_model
+
+_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class CharRNN(nn.Module):
+    """A character-level recurrent language model.
+
+    `forward(idx, hidden)` returns `(logits, hidden)`; pass the returned hidden state into the
+    next call to continue the same text (an LSTM's state is the tuple `(h, c)`).
+    """
+
+    def __init__(self, cell: str, vocab_size: int, embedding_dim: int, hidden_size: int,
+                 num_layers: int, dropout: float):
+        super().__init__()
+        self.cell = cell
+        self.embed = nn.Embedding(vocab_size, embedding_dim)
+        self.rnn = _MODULES[cell](embedding_dim, hidden_size, num_layers, batch_first=True,
+                                  dropout=dropout if num_layers > 1 else 0.0)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size, vocab_size)
+
+    def forward(self, idx: torch.Tensor, hidden=None):
+        out, hidden = self.rnn(self.embed(idx), hidden)  # (B, T, H)
+        return self.head(self.drop(out)), hidden  # (B, T, V)
+
+
+def _builder(cell: str):
+    def build(cfg, vocab_size: int) -> CharRNN:
+        return CharRNN(cell, vocab_size, cfg.embedding_dim, cfg.hidden_size, cfg.num_layers,
+                       cfg.dropout)
+
+    build.__name__ = f"build_{cell}"
+    build.__doc__ = f"A {cell.upper()} CharRNN on torch's fused nn.{_MODULES[cell].__name__}."
+    return register_model(cell)(build)
+
+
+build_rnn = _builder("rnn")
+build_lstm = _builder("lstm")
+build_gru = _builder("gru")

@@ -1,0 +1,112 @@
+"""The run directory: one writer at a time, no run overwritten by accident, and its metrics log.
+
+    runs/NAME/config.yaml     the resolved config
+              metrics.jsonl   one JSON object per logged step and per evaluation
+              last.pt         the latest checkpoint (resume from it)
+              best.pt         the checkpoint with the lowest validation loss
+              train.lock      held (flock) by the process training into the folder; holds its PID
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from charrnn.errors import RunDirError
+
+LOCK_NAME = "train.lock"
+CHECKPOINT_NAMES = ("last.pt", "best.pt")
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None
+
+
+class RunLock:
+    """An exclusive lock on a run directory, released when the process ends, even by SIGKILL.
+
+    The lock is an `flock` on `train.lock`, which also records the holder's PID for the error
+    message; a lock file left by a dead process holds no flock and is simply taken over.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise RunDirError(f"{self.path.parent} is in use: process {holder} is training "
+                                  f"into it; wait for it to finish or choose another --out")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:
+                pass
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def existing_checkpoints(run_dir: Path) -> list[str]:
+    return [name for name in CHECKPOINT_NAMES if (Path(run_dir) / name).exists()]
+
+
+def check_new_run(run_dir: Path, force: bool) -> None:
+    """Refuse to start a fresh run over one that already has checkpoints, unless forced."""
+    found = existing_checkpoints(run_dir)
+    if found and not force:
+        raise RunDirError(f"{run_dir} already holds a run ({', '.join(found)}): continue it with "
+                          f"--resume {run_dir}, choose another --out, or start over with --force")
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove an old run's checkpoints and metrics before starting over (`--force`)."""
+    for name in (*CHECKPOINT_NAMES, "metrics.jsonl"):
+        (Path(run_dir) / name).unlink(missing_ok=True)
+
+
+class MetricsLog:
+    """Append-only `metrics.jsonl`; on resume, records past the resumed step are dropped."""
+
+    def __init__(self, path: Path, resume_step: int | None = None):
+        self.path = Path(path)
+        if resume_step is not None and self.path.exists():
+            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and _step_of(line) <= resume_step]
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            os.replace(tmp, self.path)
+        self.fh = open(self.path, "a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self.fh.write(json.dumps(record) + "\n")
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 0

@@ -1,0 +1,316 @@
+"""The training loop: truncated BPTT over contiguous streams, clipping, schedule, eval, checkpoints.
+
+    from charrnn.config import load_config
+    from charrnn.train import train
+    result = train(load_config("configs/tiny.yaml"))
+
+Nothing here prints: progress goes to the `on_event(kind, info)` callback the caller gives.
+A batch, the learning rate and the data position are pure functions of the step, and the
+checkpoint carries the model, optimizer, carried hidden state and RNG states, so a run resumed
+from `last.pt` continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from charrnn.checkpoint import (capture_rng, load_checkpoint, resolve_checkpoint, restore_rng,
+                                save_checkpoint)
+from charrnn.config import Config, apply_overrides, config_from_dict, save_config
+from charrnn.data import Corpus, StreamBatcher, load_corpus
+from charrnn.device import autocast, resolve_device, seed_everything, set_threads
+from charrnn.errors import DataError, RunDirError, TrainingFailed
+from charrnn.evaluate import stream_loss
+from charrnn.models import build_model, check_model_type, count_parameters, detach_hidden
+from charrnn.rundir import MetricsLog, RunLock, check_new_run, clear_run
+from charrnn.vocab import Vocab
+
+EventFn = Callable[[str, dict], None]
+
+# Settings a resumed run may change; any other difference is refused (it cannot apply).
+RESUMABLE = {
+    "data.path", "data.corpus", "data.encoding_errors",
+    "train.max_steps", "train.max_minutes", "train.lr", "train.min_lr_ratio", "train.lr_schedule",
+    "train.warmup_steps", "train.eval_every", "train.eval_batches", "train.save_every",
+    "train.log_every", "train.skip_nonfinite", "train.out_dir", "train.device",
+    "train.precision", "train.threads", "train.grad_clip", "train.weight_decay", "train.compile",
+    "sample.length", "sample.temperature", "sample.top_k", "sample.top_p",
+}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    train_loss: Optional[float]
+    val_loss: Optional[float]
+    best_val_loss: Optional[float]
+    stopped_by: str  # "max_steps", "max_minutes" or "interrupt"
+    elapsed_seconds: float
+
+
+def lr_at(step: int, cfg, elapsed: float = 0.0) -> float:
+    """Learning rate for `step`: linear warm-up, then constant or cosine down to min_lr_ratio.
+
+    With a time budget (`max_minutes`), the cosine follows whichever budget runs out first.
+    """
+    t = cfg.train
+    if t.warmup_steps and step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    if t.lr_schedule == "constant":
+        return t.lr
+    span = max(1, t.max_steps - t.warmup_steps)
+    progress = (step - t.warmup_steps) / span
+    if t.max_minutes:
+        progress = max(progress, elapsed / (t.max_minutes * 60))
+    progress = min(1.0, max(0.0, progress))
+    floor = t.lr * t.min_lr_ratio
+    return floor + (t.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def config_from_checkpoint(path: str, overrides: list[str] = ()) -> Config:
+    """The config a run was trained with, with `--set` overrides applied (for --resume alone)."""
+    state = load_checkpoint(resolve_checkpoint(path, prefer="last"))
+    return config_from_dict(apply_overrides(state["config"], list(overrides)),
+                            source=f"{state['path']} (config)")
+
+
+def _flatten(cfg_dict: dict) -> dict:
+    return {f"{s}.{k}": v for s, body in cfg_dict.items() for k, v in body.items()}
+
+
+def check_resume_compatible(old: dict, new: Config) -> list[str]:
+    """Refuse changes that cannot apply to a saved run; return the ones that can (to log)."""
+    before, after = _flatten(old), _flatten(new.to_dict())
+    changed = sorted(k for k in after if before.get(k) != after[k])
+    refused = [k for k in changed if k not in RESUMABLE]
+    if refused:
+        k = refused[0]
+        raise RunDirError(f"cannot resume with {k} = {after[k]!r}: the saved run has {k} = "
+                          f"{before.get(k)!r}, and it cannot change mid-run (start a new run "
+                          f"with another --out instead)")
+    return [f"{k}: {before.get(k)!r} -> {after[k]!r}" for k in changed]
+
+
+def _make_optimizer(model, cfg) -> torch.optim.Optimizer:
+    t = cfg.train
+    cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+
+def _all_finite(model) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def _hidden_to(hidden, device):
+    if hidden is None:
+        return None
+    if isinstance(hidden, (tuple, list)):
+        return tuple(h.to(device) for h in hidden)
+    return hidden.to(device)
+
+
+def load_training_corpus(cfg: Config) -> Corpus:
+    """The corpus a config names (a path, or a known corpus fetched by `charrnn data get`)."""
+    path = cfg.data.path
+    if cfg.data.corpus:
+        from charrnn.corpora import corpus_path
+        path = str(corpus_path(cfg.data.corpus))
+    if not path:
+        raise DataError("no training text: set data.path in the config, or pass --data PATH "
+                        "(- for stdin)")
+    corpus = load_corpus(path, cfg.data.val_fraction, cfg.data.encoding_errors)
+    if cfg.data.val_fraction > 0 and len(corpus.val) < 2:
+        raise DataError(f"the validation split of {corpus.source} is only {len(corpus.val)} "
+                        f"character(s): raise data.val_fraction, use a longer text, or set "
+                        f"data.val_fraction: 0")
+    return corpus
+
+
+def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
+          force: bool = False, on_event: EventFn | None = None,
+          should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Train a model as `cfg` says; checkpoints go to the run directory.
+
+    Args:
+        resume: a run directory or checkpoint to continue (its `last.pt` by preference).
+        run_dir: where to write; default the resumed run's folder, else `cfg.train.out_dir`.
+        force: start over in a run directory that already holds checkpoints.
+        on_event: receives ("start" | "step" | "eval" | "save" | "note", info dict).
+        should_stop: polled between steps; when it returns True, `last.pt` is written and the
+            result says `stopped_by="interrupt"`.
+    """
+    emit = on_event or (lambda kind, info: None)
+    should_stop = should_stop or (lambda: False)
+    check_model_type(cfg.model.type)
+
+    state = None
+    if resume is not None:
+        state = load_checkpoint(resolve_checkpoint(resume, prefer="last"))
+        changes = check_resume_compatible(state["config"], cfg)
+        run_dir = run_dir or str(Path(state["path"]).parent)
+    out = Path(run_dir or cfg.train.out_dir)
+    cfg = replace(cfg, train=replace(cfg.train, out_dir=str(out)))
+
+    device = resolve_device(cfg.train.device)
+    threads = set_threads(cfg.train.threads)
+    corpus = load_training_corpus(cfg)
+    if state is not None and Vocab(state["vocab"]) != corpus.vocab:
+        raise RunDirError(f"cannot resume: the characters of {corpus.source} differ from the "
+                          f"saved run's vocab ({len(corpus.vocab)} vs {len(state['vocab'])})")
+    batcher = StreamBatcher(corpus.train, cfg.train.batch_size, cfg.train.seq_len)
+
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out} is a file, not a directory")
+    if state is None:
+        check_new_run(out, force)
+    out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):
+        if state is None and force:
+            clear_run(out)
+        save_config(cfg, out / "config.yaml")
+        return _run(cfg, out, corpus, batcher, state, device, threads, emit, should_stop,
+                    changes if state is not None else [])
+
+
+def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: dict | None,
+         device: torch.device, threads: int, emit: EventFn, should_stop: Callable[[], bool],
+         changes: list[str]) -> TrainResult:
+    t = cfg.train
+    seed_everything(t.seed)
+    model = build_model(cfg.model, len(corpus.vocab)).to(device)
+    optimizer = _make_optimizer(model, cfg)
+    step, best, val_loss, hidden, elapsed_before = 0, None, None, None, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:  # a resumed run may change these
+            group["weight_decay"] = t.weight_decay
+        step, best = state["step"], state.get("best_val_loss")
+        val_loss = state.get("val_loss")
+        hidden = _hidden_to(state.get("hidden"), device)
+        elapsed_before = state.get("elapsed_seconds", 0.0)
+        restore_rng(state.get("rng", {}), device)
+    forward = torch.compile(model) if t.compile and device.type == "cuda" else model
+    metrics = MetricsLog(out / "metrics.jsonl", resume_step=step if state is not None else None)
+    emit("start", {"run_dir": str(out), "device": str(device), "threads": threads,
+                   "model": cfg.model.type, "parameters": count_parameters(model),
+                   "vocab_size": len(corpus.vocab), "train_chars": len(corpus.train),
+                   "val_chars": len(corpus.val), "start_step": step, "max_steps": t.max_steps,
+                   "resumed_from": state["path"] if state else None, "changes": changes,
+                   "cached": corpus.cached})
+
+    vocab_size = len(corpus.vocab)
+    started = time.monotonic()
+    elapsed = lambda: elapsed_before + time.monotonic() - started  # noqa: E731
+    window_loss, window_steps, window_start, window_step0 = 0.0, 0, time.monotonic(), step
+    train_loss, bad_steps, stopped_by = None, 0, "max_steps"
+    last_saved = step if state is not None else -1
+
+    def checkpoint(path_names: tuple[str, ...]) -> None:
+        if not _all_finite(model):
+            raise TrainingFailed(f"step {step}: the weights are no longer finite; nothing was "
+                                 f"saved over the last good checkpoint (lower train.lr or set "
+                                 f"train.grad_clip)")
+        position = batcher.position(step)
+        payload = {"config": cfg.to_dict(), "vocab": corpus.vocab.chars,
+                   "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                   "step": step, "data_position": {"pass": position[0], "window": position[1],
+                                                   "windows_per_pass": batcher.windows_per_pass},
+                   "hidden": hidden, "best_val_loss": best, "val_loss": val_loss,
+                   "train_loss": train_loss, "elapsed_seconds": elapsed(),
+                   "rng": capture_rng(device)}
+        for name in path_names:
+            save_checkpoint(payload, out / name)
+            emit("save", {"path": str(out / name), "step": step})
+
+    def evaluate() -> None:
+        nonlocal val_loss, best
+        if not len(corpus.val):
+            return
+        val_loss, _ = stream_loss(model, corpus.val, device, streams=t.batch_size,
+                                  seq_len=t.seq_len, max_windows=t.eval_batches,
+                                  precision=t.precision)
+        improved = best is None or val_loss < best
+        best = val_loss if improved else best
+        metrics.write({"step": step, "val_loss": val_loss, "val_bpc": val_loss / math.log(2),
+                       "time": round(elapsed(), 3)})
+        emit("eval", {"step": step, "val_loss": val_loss, "best_val_loss": best,
+                      "improved": improved})
+        checkpoint(("last.pt", "best.pt") if improved else ("last.pt",))
+
+    try:
+        model.train()
+        while step < t.max_steps:
+            if should_stop():
+                stopped_by = "interrupt"
+                break
+            if t.max_minutes and elapsed() >= t.max_minutes * 60:
+                stopped_by = "max_minutes"
+                break
+            x, y, reset = batcher.batch(step)
+            if reset:
+                hidden = None
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            lr = lr_at(step, cfg, elapsed())
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast(device, t.precision):
+                logits, hidden = forward(x, hidden)
+            loss = F.cross_entropy(logits.float().view(-1, vocab_size), y.view(-1))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf)
+            loss_value = loss.item()
+            if not (math.isfinite(loss_value) and bool(torch.isfinite(norm))):
+                bad_steps += 1
+                if bad_steps > t.skip_nonfinite:
+                    raise TrainingFailed(
+                        f"step {step + 1}: the loss or gradient is not finite ({loss_value}); "
+                        f"training stopped and no checkpoint was overwritten (lower train.lr, "
+                        f"set train.grad_clip, or allow skips with train.skip_nonfinite)")
+                emit("note", {"message": f"step {step + 1}: non-finite loss, step skipped "
+                                         f"({bad_steps} of {t.skip_nonfinite} allowed)"})
+                hidden = None
+                step += 1
+                continue
+            optimizer.step()
+            hidden = detach_hidden(hidden)
+            step += 1
+            window_loss += loss_value
+            window_steps += 1
+
+            if step % t.log_every == 0 or step == t.max_steps:
+                now = time.monotonic()
+                train_loss = window_loss / window_steps
+                rate = ((step - window_step0) * t.batch_size * t.seq_len
+                        / max(now - window_start, 1e-9))
+                info = {"step": step, "train_loss": train_loss, "lr": lr,
+                        "chars_per_sec": rate, "time": round(elapsed(), 3)}
+                metrics.write(info)
+                emit("step", {**info, "max_steps": t.max_steps})
+                window_loss, window_steps, window_start, window_step0 = 0.0, 0, now, step
+            if step % t.eval_every == 0 and len(corpus.val):
+                evaluate()
+                last_saved = step
+            elif (t.save_every and step % t.save_every == 0) or (
+                    not len(corpus.val) and step % t.eval_every == 0):
+                checkpoint(("last.pt",) if len(corpus.val) else ("last.pt", "best.pt"))
+                last_saved = step
+        if step != last_saved:
+            if window_steps:
+                train_loss = window_loss / window_steps
+            if len(corpus.val) and stopped_by != "interrupt":
+                evaluate()
+            else:
+                checkpoint(("last.pt",) if len(corpus.val) else ("last.pt", "best.pt"))
+    finally:
+        metrics.close()
+    return TrainResult(out, step, train_loss, val_loss, best, stopped_by, elapsed())
