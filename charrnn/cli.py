@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover - older typer on top of click
     from click import exceptions as cli_errors
 
 from charrnn import __version__
+from charrnn.cli_data import data_app
 from charrnn.errors import CharRNNError, DataError
 
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
@@ -38,6 +39,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+app.add_typer(data_app, name="data")
 
 
 def _version(value: bool) -> None:
