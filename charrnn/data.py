@@ -239,22 +239,31 @@ class StreamBatcher:
         return self.inputs[:, cols].long(), self.targets[:, cols].long(), window == 0
 
 
-def eval_windows(ids: torch.Tensor, streams: int, seq_len: int,
-                 max_windows: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Cover a whole text with `streams` parallel streams, window by window (last one shorter).
+def eval_windows(ids: torch.Tensor, streams: int, seq_len: int, max_windows: int | None = None
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """Cover a whole text with parallel streams, window by window: (inputs, targets, valid).
 
-    Every character but the first of each stream is a target exactly once. Each stream starts
-    from an empty hidden state, so streams are kept at least MIN_EVAL_STREAM characters long.
+    Every character but the first is a target exactly once. The last stream is padded at its
+    end; `valid` masks the padding out (None when a window has none). Each stream starts from an
+    empty hidden state, so streams are kept at least MIN_EVAL_STREAM characters long.
     """
-    streams = max(1, min(streams, (len(ids) - 1) // MIN_EVAL_STREAM))
-    per_stream = (len(ids) - 1) // streams
-    if per_stream < 1:
+    n = len(ids) - 1  # characters to predict
+    if n < 1:
         return
-    rows = ids[: streams * per_stream + 1]
-    inputs = rows[:-1].view(streams, per_stream)
-    targets = rows[1:].view(streams, per_stream)
-    for n, start in enumerate(range(0, per_stream, seq_len)):
-        if max_windows is not None and n >= max_windows:
+    streams = max(1, min(streams, n // MIN_EVAL_STREAM))
+    per_stream = -(-n // streams)
+    pad = streams * per_stream - n
+    padded = torch.cat([ids, ids.new_zeros(pad)]) if pad else ids
+    inputs = padded[:-1].view(streams, per_stream)
+    targets = padded[1:].view(streams, per_stream)
+    for k, start in enumerate(range(0, per_stream, seq_len)):
+        if max_windows is not None and k >= max_windows:
             return
         cols = slice(start, start + seq_len)
-        yield inputs[:, cols].long(), targets[:, cols].long()
+        x, y = inputs[:, cols].long(), targets[:, cols].long()
+        valid = None
+        if pad and start + x.size(1) > per_stream - pad:
+            positions = torch.arange(start, start + x.size(1))
+            valid = torch.ones_like(y, dtype=torch.bool)
+            valid[-1] = positions < per_stream - pad
+        yield x, y, valid

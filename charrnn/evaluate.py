@@ -26,13 +26,18 @@ def stream_loss(model, ids: torch.Tensor, device: torch.device, *, streams: int 
     model.eval()
     total, count, hidden = torch.zeros((), dtype=torch.float64, device=device), 0, None
     try:
-        for x, y in eval_windows(ids, streams, seq_len, max_windows):
+        for x, y, valid in eval_windows(ids, streams, seq_len, max_windows):
             x, y = x.to(device), y.to(device)
             with autocast(device, precision):
                 logits, hidden = model(x, hidden)
-            total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
-                                     reduction="sum").double()
-            count += y.numel()
+            losses = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
+                                     reduction="none")
+            if valid is not None:  # padding at the end of the last stream
+                valid = valid.to(device).reshape(-1)
+                losses, count = losses[valid], count + int(valid.sum())
+            else:
+                count += y.numel()
+            total += losses.sum().double()
     finally:
         model.train(was_training)
     return (total.item() / count if count else float("nan")), count

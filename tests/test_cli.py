@@ -1,0 +1,127 @@
+"""End to end through the installed command: the acceptance of train, sample, eval and info."""
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+from conftest import FOODCHAIN, TINY, run_cli
+
+
+@pytest.mark.parametrize("family", ["rnn", "lstm", "gru"])
+def test_each_family_learns_the_food_chain(family, tmp_path):
+    out = tmp_path / family
+    proc = run_cli("train", str(TINY), "--set", f"model.type={family}", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""  # logs go to stderr only
+    for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt"):
+        assert (out / name).is_file(), name
+    proc = run_cli("sample", "--checkpoint", str(out), "--greedy", "--prime", "sharks",
+                   "--length", "40")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("sharks feed on tuna."), proc.stdout
+    assert "using checkpoint" in proc.stderr and str(out) in proc.stderr
+
+
+def test_demo_sample_at_temperature_starts_with_the_chain(tiny_run):
+    proc = run_cli("sample", "--checkpoint", str(tiny_run), "--prime", "sharks", "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("sharks feed on tuna.")
+
+
+def test_eval_reports_low_bits_per_character(tiny_run):
+    proc = run_cli("eval", "--checkpoint", str(tiny_run), str(FOODCHAIN), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert set(result) == {"loss", "bpc", "perplexity", "chars"}
+    assert result["bpc"] < 0.2
+    assert math.isclose(result["bpc"], result["loss"] / math.log(2))
+    assert result["chars"] == len(FOODCHAIN.read_text()) - 1
+    plain = run_cli("eval", "--checkpoint", str(tiny_run), str(FOODCHAIN))
+    assert plain.stdout.startswith("loss ") and "bpc" in plain.stdout
+
+
+def test_eval_without_a_text_scores_the_validation_split(tiny_run):
+    proc = run_cli("eval", "--checkpoint", str(tiny_run / "best.pt"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    saved = torch.load(tiny_run / "best.pt", weights_only=True)
+    assert json.loads(proc.stdout)["loss"] == pytest.approx(saved["val_loss"], rel=1e-4)
+
+
+def test_checkpoint_format(tiny_run):
+    state = torch.load(tiny_run / "last.pt", weights_only=True)
+    assert state["format"] == "charrnn-checkpoint" and state["format_version"] == 1
+    assert state["vocab"] == sorted(set(FOODCHAIN.read_text()))
+    assert state["config"]["model"]["type"] == "lstm"
+    assert state["step"] == state["config"]["train"]["max_steps"]
+    assert {"model", "optimizer", "rng", "hidden", "data_position"} <= set(state)
+    metrics = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_loss" in m for m in metrics) and any("train_loss" in m for m in metrics)
+
+
+def test_same_seed_same_sample_and_different_seeds_differ(tiny_run):
+    args = ["sample", "-c", str(tiny_run), "--temperature", "1", "--length", "300"]
+    a = run_cli(*args, "--seed", "7").stdout
+    b = run_cli(*args, "--seed", "7").stdout
+    c = run_cli(*args, "--seed", "8").stdout
+    assert a == b and len(a) > 300
+    assert a != c
+
+
+def test_sampling_options_and_batches(tiny_run):
+    proc = run_cli("sample", "-c", str(tiny_run), "--prime", "tuna", "--length", "30",
+                   "--top-k", "3", "--top-p", "0.9", "--num-samples", "3", "--seed", "1",
+                   "--json")
+    assert proc.returncode == 0, proc.stderr
+    samples = json.loads(proc.stdout)
+    assert len(samples) == 3 and all(s["prime"] == "tuna" and len(s["text"]) == 30
+                                     for s in samples)
+
+
+def test_default_checkpoint_is_the_newest_under_runs(tiny_run, tmp_path):
+    shutil.copytree(tiny_run, tmp_path / "runs" / "demo")
+    proc = run_cli("sample", "--greedy", "--prime", "sharks", "--length", "5", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "runs/demo/best.pt" in proc.stderr and proc.stdout.startswith("sharks feed")
+    env = run_cli("info", "--json", cwd=tmp_path, env={"CHARRNN_CHECKPOINT": str(tiny_run)})
+    assert json.loads(env.stdout)["path"].startswith(str(tiny_run))
+
+
+def test_info_describes_the_model(tiny_run):
+    proc = run_cli("info", str(tiny_run), "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["model"] == "lstm" and info["hidden_size"] == 128
+    assert info["vocab_size"] == len(set(FOODCHAIN.read_text()))
+    assert info["parameters"] > 10_000 and info["best_val_loss"] < 0.5
+    text = run_cli("info", str(tiny_run)).stdout
+    assert "parameters" in text and "lstm" in text
+
+
+def test_resume_continues_a_saved_run(tiny_run, tmp_path):
+    out = tmp_path / "short"
+    assert run_cli("train", str(TINY), "--out", str(out), "--max-steps", "40", "-q").returncode == 0
+    proc = run_cli("train", "--resume", str(out), "--max-steps", "60")
+    assert proc.returncode == 0, proc.stderr
+    assert "from step 40 to 60" in proc.stderr
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 60
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["sample"], ["eval"], ["info"]])
+def test_help_describes_every_option(command):
+    proc = run_cli(*command, "--help")
+    assert proc.returncode == 0 and proc.stderr == ""
+    options = {
+        "train": ["--set", "--data", "--out", "--device", "--max-steps", "--max-minutes",
+                  "--seed", "--threads", "--resume", "--force", "--quiet"],
+        "sample": ["--checkpoint", "--prime", "--prime-file", "--length", "--temperature",
+                   "--top-k", "--top-p", "--greedy", "--num-samples", "--seed", "--device",
+                   "--separator", "--json", "--quiet"],
+        "eval": ["--checkpoint", "--json", "--device", "--quiet"],
+        "info": ["--json"],
+    }.get(command[0] if command else "", ["--version", "train", "sample", "eval", "info"])
+    for option in options:
+        assert option in proc.stdout, option
+    assert "Example" in proc.stdout or not command
