@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -96,7 +97,9 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     """Load and check a checkpoint without unpickling anything but tensors and plain data."""
     path = resolve_checkpoint(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on foreign pickles are not for users
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only" in str(exc).lower() or "weights_only" in str(exc):
             raise CheckpointError(

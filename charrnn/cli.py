@@ -65,8 +65,8 @@ def _reporter(quiet: bool):
     return Reporter(quiet=quiet)
 
 
-def _load_model(checkpoint: Optional[str], device_spec: str, reporter):
-    """Find, load and rebuild the model of a checkpoint; name the file on stderr."""
+def _load_model(checkpoint: Optional[str], device_spec: str):
+    """Find, load and rebuild the model of a checkpoint; also a note naming the file."""
     from charrnn.checkpoint import find_default_checkpoint, load_checkpoint, resolve_checkpoint
     from charrnn.config import config_from_dict
     from charrnn.device import resolve_device, set_threads
@@ -84,9 +84,8 @@ def _load_model(checkpoint: Optional[str], device_spec: str, reporter):
     model = build_model(cfg.model, len(state["vocab"]))
     model.load_state_dict(state["model"])
     model.to(device).eval()
-    reporter.info(f"using checkpoint {path}" + (f" ({why})" if why else "")
-                  + f", step {state['step']}")
-    return model, Vocab(state["vocab"]), cfg, state, device
+    note = f"using checkpoint {path}" + (f" ({why})" if why else "") + f", step {state['step']}"
+    return model, Vocab(state["vocab"]), cfg, note, device
 
 
 def _decode_escapes(text: str) -> str:
@@ -145,8 +144,7 @@ def train_cmd(
 
     Example: charrnn train configs/tiny.yaml --set model.type=gru --out runs/gru
     """
-    from charrnn.config import load_config, config_from_dict, apply_overrides
-    from charrnn.train import config_from_checkpoint, train
+    from charrnn.config import load_config
 
     sets = list(overrides)
     for key, value in (("data.path", data), ("train.out_dir", out), ("train.device", device),
@@ -154,12 +152,13 @@ def train_cmd(
                        ("train.seed", seed), ("train.threads", threads)):
         if value is not None:
             sets.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
-    if config is not None:
-        cfg = load_config(config, sets)
-    elif resume is not None:
-        cfg = config_from_checkpoint(resume, sets)
-    else:
+    if config is None and resume is None:
         raise cli_errors.UsageError("give a CONFIG file, or --resume RUN_DIR to continue a run")
+    # the config is read before torch is imported, so that its errors come at once
+    cfg = load_config(config, sets) if config is not None else None
+    from charrnn.train import config_from_checkpoint, train
+    if cfg is None:
+        cfg = config_from_checkpoint(resume, sets)
     if data is not None:
         cfg.data.corpus = None  # an explicit --data wins over a named corpus
 
@@ -246,7 +245,10 @@ def sample_cmd(
         primes = [line for line in _read_text(prime_file).splitlines() if line]
         if not primes:
             raise DataError(f"--prime-file {prime_file}: no primes in it (one per line)")
-    model, vocab, cfg, _, dev = _load_model(checkpoint, device, reporter)
+    model, vocab, cfg, note, dev = _load_model(checkpoint, device)
+    for p in primes:
+        vocab.check(p, f"the prime {p!r}")
+    reporter.info(note)  # only once every input is known to be good
     s = cfg.sample
     primes = [p for p in primes for _ in range(num_samples)]
     steps = generate(model, vocab, primes, s.length if length is None else length, device=dev,
@@ -255,14 +257,15 @@ def sample_cmd(
                      top_p=top_p if top_p is not None else s.top_p,
                      greedy=greedy, seed=seed)
     out = sys.stdout
-    if len(primes) == 1 and not as_json:  # stream as it is generated
-        out.write(primes[0])
-        interactive = out.isatty()
+    if len(primes) == 1 and not as_json:  # stream as it is generated, a line at a time
+        chunk, interactive = [primes[0]], out.isatty()
         for (ch,) in steps:
-            out.write(ch)
-            if interactive or ch == "\n":
+            chunk.append(ch)
+            if interactive or ch == "\n" or len(chunk) >= 256:
+                out.write("".join(chunk))
                 out.flush()
-        out.write("\n")
+                chunk.clear()
+        out.write("".join(chunk) + "\n")
         out.flush()
         return
     texts = ["".join(parts) for parts in zip(*steps)] if primes else []
@@ -300,15 +303,19 @@ def eval_cmd(
     from charrnn.evaluate import evaluate_text, stream_loss, summarize
 
     reporter = _reporter(quiet)
-    model, vocab, cfg, _, dev = _load_model(checkpoint, device, reporter)
+    model, vocab, cfg, note, dev = _load_model(checkpoint, device)
     if text_file is not None:
-        result = evaluate_text(model, vocab, _read_text(text_file), dev)
+        text = _read_text(text_file)
+        vocab.check(text, "the text")
+        reporter.info(note)
+        result = evaluate_text(model, vocab, text, dev)
     else:
         from charrnn.train import load_training_corpus
         corpus = load_training_corpus(cfg)
         if corpus.vocab != vocab or len(corpus.val) < 2:
             raise DataError(f"cannot rebuild the validation split of {corpus.source}: give "
                             f"the TEXT_FILE to score")
+        reporter.info(note)
         reporter.info(f"scoring the validation split of {corpus.source} "
                       f"({len(corpus.val):,} characters)")
         result = summarize(*stream_loss(model, corpus.val, dev))
@@ -375,17 +382,22 @@ def _fail(message: str, code: int) -> int:
 def main(argv: Optional[list[str]] = None) -> None:
     """Run the CLI and turn every failure into one `error:` line and an exit code."""
     debug = os.environ.get("CHARRNN_DEBUG", "") not in ("", "0")
+    command = typer.main.get_command(app)
     try:
-        code = app(args=argv, prog_name="charrnn", standalone_mode=False)
-        code = code if isinstance(code, int) else 0
+        # make_context + invoke rather than app(): every failure is mapped here, in one place
+        with command.make_context("charrnn", list(sys.argv[1:] if argv is None else argv)) as ctx:
+            command.invoke(ctx)
+        code = 0
+    except typer.Exit as exc:
+        code = getattr(exc, "exit_code", 0)
     except cli_errors.NoArgsIsHelpError as exc:
         sys.stdout.write(exc.format_message() + "\n")
         code = 0
     except cli_errors.UsageError as exc:
         if debug:
             raise
-        hint = f" (see charrnn {exc.ctx.info_name} --help)" if exc.ctx and exc.ctx.parent else \
-            " (see charrnn --help)"
+        hint = f" (see charrnn {exc.ctx.command_path.removeprefix('charrnn ')} --help)" \
+            if exc.ctx and exc.ctx.parent else " (see charrnn --help)"
         code = _fail(exc.format_message() + hint, 2)
     except CharRNNError as exc:
         if debug:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Optional
 
 from charrnn import __version__
-from charrnn.errors import CharRNNError, DataError
+from charrnn.errors import DataError, FetchError
 
 DEFAULT_DIR = Path("data") / "corpora"
 DIR_ENV = "CHARRNN_DATA_DIR"
@@ -40,11 +40,6 @@ TIMEOUT_S = 60.0
 # far (0 when a stage starts); total is the bytes expected, or None when unknown.
 ProgressFn = Callable[[str, int, Optional[int]], None]
 
-
-class FetchError(CharRNNError):
-    """A fetch that failed on its own: unreachable, interrupted, truncated, corrupt, disk full."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)

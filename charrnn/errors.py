@@ -43,3 +43,9 @@ class TrainingFailed(CharRNNError):
     """A run that failed on its own: a non-finite loss, or a checkpoint that could not be written."""
 
     exit_code = 1
+
+
+class FetchError(CharRNNError):
+    """A download that failed on its own: unreachable, interrupted, truncated, corrupt, disk full."""
+
+    exit_code = 1

@@ -1,0 +1,272 @@
+"""The command-line contract: streams, pipelines, exit codes, interrupts and every bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import FOODCHAIN, ROOT, TINY, run_cli
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+class Evil:
+    """Unpickling this would run a shell command that creates a marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _write(tmp: Path, name: str, content: str | bytes) -> str:
+    path = tmp / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return str(path)
+
+
+def _checkpoint_variant(run: Path, tmp: Path, kind: str) -> str:
+    path = tmp / f"{kind}.pt"
+    if kind == "truncated":
+        data = (run / "last.pt").read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "foreign":
+        torch.save({"weights": torch.zeros(3)}, path)
+    elif kind == "newer":
+        state = torch.load(run / "last.pt", weights_only=True)
+        state["format_version"] = 99
+        torch.save(state, path)
+    elif kind == "hostile":
+        torch.save({"format": "charrnn-checkpoint", "payload": Evil(tmp / "PWNED")}, path)
+    elif kind == "hostile-pickle":
+        path.write_bytes(pickle.dumps(Evil(tmp / "PWNED")))
+    return str(path)
+
+
+# Each case: (id, arguments builder, text the error line must contain)
+BAD_INPUT = [
+    ("config-missing", lambda t, r: ["train", str(t / "nope.yaml")], "config file not found"),
+    ("config-not-yaml", lambda t, r: ["train", _write(t, "c.yaml", "model: [1, 2")],
+     "not valid YAML"),
+    ("config-not-mapping", lambda t, r: ["train", _write(t, "c.yaml", "- a\n- b\n")],
+     "expected a mapping"),
+    ("unknown-section", lambda t, r: ["train", _write(t, "c.yaml", "modle: {}\n")],
+     "did you mean 'model'"),
+    ("unknown-key", lambda t, r: ["train", str(TINY), "--set", "model.hiden_size=3"],
+     "did you mean 'hidden_size'"),
+    ("wrong-type", lambda t, r: ["train", str(TINY), "--set", "model.hidden_size=big"],
+     "model.hidden_size: expected int, got 'big'"),
+    ("hidden-size-0", lambda t, r: ["train", str(TINY), "--set", "model.hidden_size=0"],
+     "model.hidden_size: must be >= 1"),
+    ("dropout-1.5", lambda t, r: ["train", str(TINY), "--set", "model.dropout=1.5"],
+     "model.dropout: must be < 1"),
+    ("negative-lr", lambda t, r: ["train", str(TINY), "--set", "train.lr=-0.1"],
+     "train.lr: must be > 0"),
+    ("seq-len-0", lambda t, r: ["train", str(TINY), "--set", "train.seq_len=0"],
+     "train.seq_len: must be >= 1"),
+    ("val-fraction-1", lambda t, r: ["train", str(TINY), "--set", "data.val_fraction=1"],
+     "data.val_fraction: must be < 1"),
+    ("unknown-model", lambda t, r: ["train", str(TINY), "--set", "model.type=transformer"],
+     "registered: gru, lstm, rnn"),
+    ("data-missing", lambda t, r: ["train", str(TINY), "--data", str(t / "none.txt")],
+     "data path not found"),
+    ("empty-corpus", lambda t, r: ["train", str(TINY), "--data", _write(t, "e.txt", "")],
+     "is empty"),
+    ("short-corpus", lambda t, r: ["train", str(TINY), "--data", _write(t, "s.txt", "abc" * 20)],
+     "one training window needs batch_size x seq_len + 1 = 513"),
+    ("not-utf8", lambda t, r: ["train", str(TINY), "--data", _write(t, "b.txt", b"ab\xffcd" * 200)],
+     "invalid byte 0xff at byte offset 2"),
+    ("set-without-equals", lambda t, r: ["train", str(TINY), "--set", "train.lr"],
+     "expected SECTION.KEY=VALUE"),
+    ("checkpoint-missing", lambda t, r: ["sample", "-c", str(t / "none.pt")],
+     "checkpoint not found"),
+    ("checkpoint-truncated", lambda t, r: ["sample", "-c", _checkpoint_variant(r, t, "truncated")],
+     "not a readable checkpoint"),
+    ("checkpoint-foreign", lambda t, r: ["eval", "-c", _checkpoint_variant(r, t, "foreign")],
+     "not a charrnn checkpoint"),
+    ("checkpoint-newer", lambda t, r: ["info", _checkpoint_variant(r, t, "newer")],
+     "written by a newer charrnn"),
+    ("checkpoint-hostile", lambda t, r: ["sample", "-c", _checkpoint_variant(r, t, "hostile")],
+     "refused to load"),
+    ("pickle-hostile", lambda t, r: ["train", "--resume", _checkpoint_variant(r, t,
+                                                                              "hostile-pickle")],
+     "checkpoint"),
+    ("prime-unknown-chars", lambda t, r: ["sample", "-c", str(r), "--prime", "SHARKS!"],
+     "not in the model's vocab: '!', 'A', 'H'"),
+    ("temperature-0", lambda t, r: ["sample", "-c", str(r), "--temperature", "0"], "--greedy"),
+    ("temperature-negative", lambda t, r: ["sample", "-c", str(r), "--temperature", "-1"],
+     "--greedy"),
+    ("top-p-0", lambda t, r: ["sample", "-c", str(r), "--top-p", "0"], "--top-p must be in (0, 1]"),
+    ("top-p-1.5", lambda t, r: ["sample", "-c", str(r), "--top-p", "1.5"], "--top-p"),
+    ("top-k-0", lambda t, r: ["sample", "-c", str(r), "--top-k", "0"], "--top-k must be 1 or more"),
+    ("length-negative", lambda t, r: ["sample", "-c", str(r), "--length", "-5"],
+     "--length must be 0 or more"),
+    ("not-a-number", lambda t, r: ["sample", "-c", str(r), "--length", "many"], "--length"),
+    ("device-cuda", lambda t, r: ["train", str(TINY), "--device", "cuda"],
+     "CUDA is not available"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
+def test_bad_input_gives_one_error_line_exit_2_and_changes_nothing(case, run_copy, tmp_path):
+    name, build, expected = case
+    if name == "device-cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    args = build(tmp_path, run_copy)
+    if args[0] == "train":
+        args += ["--out", str(run_copy)]  # point at a run that must survive untouched
+    before = snapshot(run_copy)
+    proc = run_cli(*args)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert snapshot(run_copy) == before
+    assert not (tmp_path / "PWNED").exists()  # a hostile pickle never ran
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = run_cli("train", str(tmp_path / "nope.yaml"), env={"CHARRNN_DEBUG": "1"})
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_existing_run_is_not_overwritten(run_copy):
+    before = snapshot(run_copy)
+    proc = run_cli("train", str(TINY), "--out", str(run_copy))
+    assert proc.returncode == 2 and "already holds a run" in proc.stderr
+    assert "--resume" in proc.stderr and snapshot(run_copy) == before
+
+
+# ----------------------------------------------------------------------------- pipelines
+
+def test_training_on_stdin(tmp_path):
+    text = FOODCHAIN.read_text()
+    out = tmp_path / "piped"
+    proc = run_cli("train", str(TINY), "--data", "-", "--out", str(out), "--max-steps", "20",
+                   input=text + text)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and (out / "last.pt").is_file()
+    assert "7,172 train / 796 val" in proc.stderr  # both copies were read
+
+
+def test_sample_into_head_stops_quietly(tiny_run):
+    cmd = (f"set -o pipefail; {sys.executable} -m charrnn sample -c {tiny_run} "
+           f"--length 10000000 | head -c 100")
+    start = time.monotonic()
+    proc = subprocess.run(["bash", "-c", cmd], capture_output=True, timeout=60)
+    assert time.monotonic() - start < 30
+    assert proc.returncode in (0, 141)
+    assert len(proc.stdout) == 100
+    stderr = proc.stderr.decode()
+    assert "Traceback" not in stderr and "Broken pipe" not in stderr
+    assert "BrokenPipe" not in stderr
+
+
+def test_prime_file_continues_each_line(tiny_run):
+    proc = run_cli("sample", "-c", str(tiny_run), "--prime-file", "-", "--length", "30",
+                   "--greedy", input="sharks\ntuna\n")
+    assert proc.returncode == 0, proc.stderr
+    samples = proc.stdout.split("\n---\n")
+    assert samples[-1] == ""
+    assert samples[0].startswith("sharks feed on tuna.") and len(samples[0]) == 36
+    assert samples[1].startswith("tuna feed on ") and len(samples[1]) == 34
+    js = run_cli("sample", "-c", str(tiny_run), "--prime-file", "-", "--length", "30",
+                 "--greedy", "--json", input="sharks\ntuna\n")
+    objects = json.loads(js.stdout)
+    assert [o["prime"] for o in objects] == ["sharks", "tuna"]
+    assert objects[0]["text"] == samples[0][len("sharks"):]
+    nul = run_cli("sample", "-c", str(tiny_run), "--prime-file", "-", "--length", "5",
+                  "--separator", "\\0", input="sharks\ntuna\n")
+    assert nul.stdout.count("\0") == 2
+
+
+def test_eval_reads_stdin_and_json_is_the_only_output(tiny_run):
+    proc = run_cli("eval", "-c", str(tiny_run), "-", "--json", input=FOODCHAIN.read_text())
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["chars"] == len(FOODCHAIN.read_text()) - 1
+    assert proc.stdout.count("\n") == 1
+
+
+def test_quiet_silences_stderr(tiny_run, tmp_path):
+    proc = run_cli("train", str(TINY), "--out", str(tmp_path / "q"), "--max-steps", "10", "-q")
+    assert proc.returncode == 0 and proc.stderr == "" and proc.stdout == ""
+    proc = run_cli("sample", "-c", str(tiny_run), "--length", "5", "-q")
+    assert proc.returncode == 0 and proc.stderr == "" and proc.stdout
+
+
+def test_plain_log_lines_when_stderr_is_not_a_terminal(tmp_path):
+    proc = run_cli("train", str(TINY), "--out", str(tmp_path / "p"), "--max-steps", "100")
+    assert "step 50/100  loss" in proc.stderr and "\x1b[" not in proc.stderr
+
+
+def test_progress_bar_on_a_terminal_without_colour(tmp_path):
+    import pty
+    master, slave = pty.openpty()
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "100"}
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(TINY), "--out",
+                             str(tmp_path / "tty"), "--max-steps", "60"],
+                            stdout=subprocess.PIPE, stderr=slave, cwd=ROOT, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(master)
+    text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0 and proc.stdout.read() == b""
+    assert "━" in text and "60/60" in text  # rich's bar
+    assert "\x1b[38;" not in text and "\x1b[31m" not in text  # no colour under NO_COLOR
+
+
+def test_help_and_version_do_not_import_torch():
+    for args in (["--help"], ["--version"], ["train", "--help"]):
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "charrnn", *args],
+                              capture_output=True, text=True, cwd=ROOT)
+        assert proc.returncode == 0
+        imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()}
+        assert "torch" not in imported, args
+    version = run_cli("--version")
+    assert version.stdout.startswith("charrnn ") and version.returncode == 0
+
+
+# ----------------------------------------------------------------------------- interrupts
+
+def test_ctrl_c_saves_and_resume_continues(tmp_path):
+    out = tmp_path / "int"
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(TINY), "--out",
+                             str(out), "--max-steps", "100000", "--set", "train.log_every=5",
+                             "--set", "train.eval_every=100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True)
+    for line in proc.stderr:  # wait until training is under way
+        if line.startswith("step "):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "charrnn train --resume" in err and "Traceback" not in err
+    step = torch.load(out / "last.pt", weights_only=True)["step"]
+    assert step >= 5
+    again = run_cli("train", "--resume", str(out), "--max-steps", str(step + 10))
+    assert again.returncode == 0, again.stderr
+    assert f"from step {step} to {step + 10}" in again.stderr
