@@ -55,8 +55,8 @@ TRAIN_CORPUS_BYTES = 700_000  # below charrnn's 1 MiB cache threshold: plain rea
 
 MODES = {
     "quick": {"hidden": [128], "warmup": 2, "steps_128": 6, "min_steps": 4, "repeats": 2,
-              "sample_len_1": 300, "sample_len_32": 150, "sample_repeats": 3,
-              "eval_chars": 100_000, "eval_repeats": 1, "load_mb": 20, "startup_repeats": 3,
+              "sample_len_1": 300, "sample_len_32": 300, "sample_repeats": 3,
+              "eval_chars": 60_000, "eval_repeats": 2, "load_mb": 20, "startup_repeats": 3,
               "memory_steps": 2},
     "full": {"hidden": [128, 256, 512], "warmup": 3, "steps_128": 30, "min_steps": 8,
              "repeats": 3, "sample_len_1": 2000, "sample_len_32": 1000, "sample_repeats": 5,
@@ -179,9 +179,14 @@ class Context:
             return self.torch.autocast("cuda", dtype=self.torch.bfloat16)
         return contextlib.nullcontext()
 
-    def charrnn_bin(self) -> str:
+    def charrnn_cmd(self) -> list[str]:
+        """The `charrnn` console script beside this Python (the .venv's), else `python -m`."""
         exe = Path(sys.executable).parent / ("charrnn.exe" if os.name == "nt" else "charrnn")
-        return str(exe) if exe.exists() else shutil.which("charrnn") or str(exe)
+        if exe.exists():
+            return [str(exe)]
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+        return [sys.executable, "-m", "charrnn"]
 
     def steps_for(self, hidden: int) -> int:
         if self.args.steps:
@@ -198,11 +203,15 @@ def row(group: str, name: str, value, unit: str, *, reference=None, reference_na
         op, bound = target
         if got is not None:
             met = bool(got >= bound) if op == ">=" else bool(got < bound)
+    spread = None
+    runs = [xs for xs in (samples or {}).values() if len(xs) > 1 and min(xs) > 0]
+    if runs:  # the widest max/min - 1 over the sides' repeats: how noisy the machine was
+        spread = max(max(xs) / min(xs) - 1 for xs in runs)
     return {"group": group, "name": name, "value": value, "unit": unit,
             "reference": reference, "reference_name": reference_name, "ratio": ratio,
             "target": None if target is None else {"op": target[0], "value": target[1],
                                                      "on": target_on},
-            "met": met, "samples": samples or {}, **extra}
+            "met": met, "samples": samples or {}, "spread": spread, **extra}
 
 
 # ------------------------------------------------------------------------------ 1. training
@@ -485,8 +494,8 @@ corpus = load_corpus(sys.argv[1], 0.1)
 seconds = time.perf_counter() - t0
 after = status()
 print(json.dumps({"seconds": seconds, "chars": len(corpus.ids), "cached": corpus.cached,
-                  "rss_before": before["VmRSS"], "hwm_before": before["VmHWM"],
-                  "rss_after": after["VmRSS"], "hwm_after": after["VmHWM"],
+                  "rss_before": before.get("VmRSS"), "hwm_before": before.get("VmHWM"),
+                  "rss_after": after.get("VmRSS"), "hwm_after": after.get("VmHWM"),
                   "hwm_reset": reset}))
 """
 
@@ -517,10 +526,14 @@ def bench_load(ctx: Context) -> list[dict]:
     log(f"load: first {first['seconds']:.2f} s, cached {second['seconds']:.2f} s "
         f"(cache hit: {second['cached']})")
     chars = first["chars"]
-    peak = (first["hwm_after"] - first["rss_before"]) / chars
-    held = (first["rss_after"] - first["rss_before"]) / chars
-    peak2 = (second["hwm_after"] - second["rss_before"]) / chars
-    held2 = (second["rss_after"] - second["rss_before"]) / chars
+
+    def per_char(run: dict, end: str):
+        if run.get(end) is None or run.get("rss_before") is None:
+            return None  # this kernel's /proc/self/status lacks VmRSS / VmHWM
+        return (run[end] - run["rss_before"]) / chars
+
+    peak, held = per_char(first, "hwm_after"), per_char(first, "rss_after")
+    peak2, held2 = per_char(second, "hwm_after"), per_char(second, "rss_after")
     rate = size / 1e6 / first["seconds"]
     note = "the text was just written, so it is read from the page cache"
     return [
@@ -565,15 +578,15 @@ def _time_process(argv: list[str], env: dict, n: int) -> list[float]:
 
 
 def bench_startup(ctx: Context) -> list[dict]:
-    exe, n = ctx.charrnn_bin(), ctx.s["startup_repeats"]
+    exe, n = ctx.charrnn_cmd(), ctx.s["startup_repeats"]
     ckpt = _small_checkpoint(ctx)
-    _time_process([exe, "--help"], ctx.env, 1)  # warm the file cache
-    helps = _time_process([exe, "--help"], ctx.env, n)
-    samples = _time_process([exe, "sample", "--length", "1", "--checkpoint", str(ckpt),
+    _time_process(exe + ["--help"], ctx.env, 1)  # warm the file cache
+    helps = _time_process(exe + ["--help"], ctx.env, n)
+    samples = _time_process(exe + ["sample", "--length", "1", "--checkpoint", str(ckpt),
                              "--device", ctx.args.device, "--seed", "1"], ctx.env, n)
     log(f"startup: --help {median(helps):.3f} s, sample {median(samples):.3f} s")
     return [row("startup", "startup charrnn --help", median(helps), "s", target=("<", 0.3),
-                target_on="value", samples={"charrnn": helps}, executable=exe),
+                target_on="value", samples={"charrnn": helps}, command=" ".join(exe)),
             row("startup", "startup charrnn sample --length 1", median(samples), "s",
                 samples={"charrnn": samples}, checkpoint="lstm 1x32")]
 
@@ -591,7 +604,7 @@ def bench_memory(ctx: Context) -> list[dict]:
                      "eval_every": 10 ** 9, "log_every": 1}}
     cfg_path = ctx.tmp / "memory.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    argv = [ctx.charrnn_bin(), "train", str(cfg_path), "--out", str(ctx.tmp / "memory-run"),
+    argv = ctx.charrnn_cmd() + ["train", str(cfg_path), "--out", str(ctx.tmp / "memory-run"),
             "--quiet", "--threads", str(ctx.threads), "--device", ctx.args.device]
     err = ctx.tmp / "memory.stderr"
     t0 = time.perf_counter()
@@ -642,18 +655,36 @@ def markdown(report: dict) -> str:
              f"precision {report['precision']}, mkldnn default "
              f"{'on' if report['mkldnn_default'] else 'off'}; medians of alternating repeats",
              "",
-             "| benchmark | charrnn | reference | ratio | target | met |",
-             "|---|---|---|---|---|---|"]
+             "| benchmark | charrnn | reference | ratio | target | met | spread |",
+             "|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         ref = "—"
         if r["reference"] is not None:
             ref = f"{_fmt(r['reference'], r['unit'])} ({r['reference_name']})"
         ratio = "—" if r["ratio"] is None else f"{r['ratio']:.3f}"
         met = {True: "yes", False: "**no**", None: "—"}[r["met"]]
+        spread = "—" if r.get("spread") is None else f"{100 * r['spread']:.0f}%"
         lines.append(f"| {r['name']} | {_fmt(r['value'], r['unit'])} | {ref} | {ratio} | "
-                     f"{_target_text(r)} | {met} |")
-    lines += ["", f"total {report['duration_s']:.0f} s"]
+                     f"{_target_text(r)} | {met} | {spread} |")
+    lines += ["", "spread: (max / min - 1) of the repeats of the noisier side; load average "
+              f"{report['loadavg_start']} at the start, {report['loadavg_end']} at the end"
+              f"{_busy_note(report)}; total {report['duration_s']:.0f} s"]
     return "\n".join(lines)
+
+
+def _loadavg():
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
+def _busy_note(report: dict) -> str:
+    loads = [x for x in (report["loadavg_start"], report["loadavg_end"]) if x is not None]
+    if loads and max(loads) > 0.5 + report["threads"] * 0.5 and report["device"] == "cpu":
+        return (" (**other work was running on these cores: the figures are unreliable**; "
+                "benchmark on an idle machine)")
+    return ""
 
 
 def machine_slug(device) -> str:
@@ -706,7 +737,7 @@ def _split(text, allowed, flag):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    started = time.perf_counter()
+    started, load_start = time.perf_counter(), _loadavg()
     import torch
     import charrnn
     from charrnn.device import available_cores, resolve_device, set_threads
@@ -741,6 +772,7 @@ def main(argv=None) -> int:
         "mkldnn_default": bool(torch.backends.mkldnn.is_available()
                                and torch.backends.mkldnn.enabled),
         "settings": {k: v for k, v in ctx.s.items()}, "rows_run": args.only,
+        "loadavg_start": load_start, "loadavg_end": _loadavg(),
         "duration_s": time.perf_counter() - started, "rows": rows,
     }
     out = Path(args.out) if args.out else (

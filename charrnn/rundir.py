@@ -48,6 +48,7 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
+        remove_stale_temp_files(self.path.parent)
         return self
 
     def release(self) -> None:
@@ -64,6 +65,15 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Delete half-written checkpoints (`.last.pt.tmp-PID`) left by a process that was killed.
+
+    Called with the run's lock held, so no live writer owns them.
+    """
+    for tmp in Path(run_dir).glob(".*.pt.tmp-*"):
+        tmp.unlink(missing_ok=True)
 
 
 def existing_checkpoints(run_dir: Path) -> list[str]:

@@ -68,3 +68,14 @@ def shakespeare() -> Path:
         pytest.skip("Tiny Shakespeare not found (set CHARRNN_SHAKESPEARE or provide "
                     "../shared/data/tinyshakespeare.txt)")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip `cuda`-marked tests where no CUDA device is present."""
+    import torch
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

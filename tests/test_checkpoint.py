@@ -1,0 +1,101 @@
+"""Checkpoints: atomic writes, safe versioned loads, and old formats."""
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from charrnn import checkpoint as ckpt
+from charrnn.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from charrnn.errors import CheckpointError, TrainingFailed
+
+from conftest import run_cli
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def _state(step=1):
+    return {"config": {}, "vocab": ["a", "b"], "model": {"w": torch.ones(2)}, "step": step}
+
+
+def test_save_then_load_round_trip(tmp_path):
+    save_checkpoint(_state(3), tmp_path / "last.pt")
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["step"] == 3 and state["format_version"] == ckpt.FORMAT_VERSION
+    assert torch.equal(state["model"]["w"], torch.ones(2))
+    raw = torch.load(tmp_path / "last.pt", weights_only=True)  # plain data and tensors only
+    assert raw["format"] == "charrnn-checkpoint"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left
+
+
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(_state(1), path)
+    before = path.read_bytes()
+
+    def full_disk(obj, fh):
+        fh.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt.torch, "save", full_disk)
+    with pytest.raises(TrainingFailed, match="No space left on device.*previous checkpoint"):
+        save_checkpoint(_state(2), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                    reason="root may write into read-only folders")
+def test_read_only_folder_gives_a_clear_error(tmp_path):
+    save_checkpoint(_state(1), tmp_path / "last.pt")
+    before = (tmp_path / "last.pt").read_bytes()
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(TrainingFailed, match="could not write checkpoint"):
+            save_checkpoint(_state(2), tmp_path / "last.pt")
+    finally:
+        tmp_path.chmod(0o700)
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_run_directory_resolves_to_best_or_last(tmp_path):
+    save_checkpoint(_state(1), tmp_path / "last.pt")
+    assert resolve_checkpoint(tmp_path).name == "last.pt"
+    save_checkpoint(_state(1), tmp_path / "best.pt")
+    assert resolve_checkpoint(tmp_path).name == "best.pt"
+    assert resolve_checkpoint(tmp_path, prefer="last").name == "last.pt"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        resolve_checkpoint(tmp_path / "empty")
+
+
+def test_version_1_fixture_still_loads_and_samples():
+    state = load_checkpoint(FIXTURES / "v1.pt")
+    assert state["format_version"] == ckpt.FORMAT_VERSION and state["vocab"]
+    proc = run_cli("sample", "-c", str(FIXTURES / "v1.pt"), "--prime", "sharks", "--length",
+                   "10", "--seed", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("sharks") and len(proc.stdout) == len("sharks") + 10 + 1
+
+
+def test_newer_format_is_refused(tmp_path):
+    state = torch.load(FIXTURES / "v1.pt", weights_only=True)
+    state["format_version"] = ckpt.FORMAT_VERSION + 1
+    torch.save(state, tmp_path / "new.pt")
+    with pytest.raises(CheckpointError, match="newer charrnn"):
+        load_checkpoint(tmp_path / "new.pt")
+
+
+@pytest.mark.cuda
+def test_gpu_checkpoint_loads_on_cpu(tmp_path):
+    from conftest import TINY
+    out = tmp_path / "gpu"
+    proc = run_cli("train", str(TINY), "--out", str(out), "--device", "cuda", "-q")
+    assert proc.returncode == 0, proc.stderr
+    state = load_checkpoint(out / "last.pt", map_location="cpu")
+    assert all(t.device.type == "cpu" for t in state["model"].values())
+    proc = run_cli("sample", "-c", str(out), "--device", "cpu", "--greedy", "--prime", "sharks",
+                   "--length", "20")
+    assert proc.returncode == 0 and proc.stdout.startswith("sharks feed on tuna."), proc.stderr

@@ -1,0 +1,153 @@
+"""Training that never loses work: exact resume, kills at any moment, divergence, one writer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.config import load_config
+from charrnn.errors import RunDirError, TrainingFailed
+from charrnn.rundir import RunLock
+from charrnn.train import lr_at, train
+
+from conftest import ROOT, TINY, run_cli
+
+
+def small_config(tmp_path: Path, **train_overrides):
+    cfg = load_config(TINY, ["model.num_layers=2", "model.dropout=0.1", "train.log_every=1",
+                             "train.eval_every=20", "model.hidden_size=32", "train.threads=1"])
+    return replace(cfg, train=replace(cfg.train, **train_overrides))
+
+
+def train_losses(run: Path) -> list[tuple[int, float]]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = (load_checkpoint(p / "last.pt")["model"] for p in (a, b))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resume_is_exact(tmp_path, schedule):
+    full = small_config(tmp_path, max_steps=60, lr_schedule=schedule)
+    train(full, run_dir=str(tmp_path / "a"))
+    if schedule == "constant":  # stop at max_steps=30, then resume with max_steps=60
+        train(replace(full, train=replace(full.train, max_steps=30)), run_dir=str(tmp_path / "b"))
+    else:  # a cosine schedule depends on max_steps, so stop it from outside at step 30
+        steps = []
+        train(full, run_dir=str(tmp_path / "b"), should_stop=lambda: len(steps) >= 30,
+              on_event=lambda kind, info: steps.append(1) if kind == "step" else None)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 30
+    result = train(full, resume=str(tmp_path / "b"))
+    assert result.step == 60
+    a, b = train_losses(tmp_path / "a"), train_losses(tmp_path / "b")
+    assert [s for s, _ in a] == list(range(1, 61)) and a == b  # bit for bit
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
+
+
+def test_learning_rate_schedule():
+    cfg = small_config(Path("."), max_steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0) and lr_at(100, cfg) == pytest.approx(0.1)
+    assert lr_at(55, cfg) == pytest.approx(0.55)
+    timed = replace(cfg, train=replace(cfg.train, max_minutes=1.0, max_steps=10**9))
+    assert lr_at(20, timed, elapsed=60.0) == pytest.approx(0.1)  # the time budget ran out
+
+
+def test_resume_refuses_changes_that_cannot_apply(tiny_run, run_copy):
+    before = (run_copy / "last.pt").read_bytes()
+    proc = run_cli("train", "--resume", str(run_copy), "--set", "model.hidden_size=64")
+    assert proc.returncode == 2 and "model.hidden_size" in proc.stderr
+    assert (run_copy / "last.pt").read_bytes() == before
+    proc = run_cli("train", "--resume", str(run_copy), "--set", "train.lr=1e-3",
+                   "--max-steps", "310")
+    assert proc.returncode == 0, proc.stderr
+    assert "changed on resume: train.lr: 0.01 -> 0.001" in proc.stderr
+    assert "from step 300 to 310" in proc.stderr
+
+
+def test_divergence_stops_without_overwriting(run_copy):
+    before = {n: (run_copy / n).read_bytes() for n in ("last.pt", "best.pt")}
+    proc = run_cli("train", "--resume", str(run_copy), "--set", "train.lr=1e38",
+                   "--max-steps", "400")
+    assert proc.returncode == 1, proc.stderr
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: step 30") and "lower train.lr" in error
+    assert {n: (run_copy / n).read_bytes() for n in before} == before
+
+
+def test_skip_nonfinite_allows_a_few_bad_steps(tmp_path):
+    proc = run_cli("train", str(TINY), "--out", str(tmp_path / "s"), "--set", "train.lr=1e38",
+                   "--set", "train.skip_nonfinite=2", "--max-steps", "50")
+    assert proc.returncode == 1
+    assert proc.stderr.count("step skipped") == 2 and "not finite" in proc.stderr
+
+
+def test_one_writer_per_run_directory(run_copy):
+    lock = RunLock(run_copy).acquire()
+    try:
+        proc = run_cli("train", "--resume", str(run_copy), "--max-steps", "310")
+        assert proc.returncode == 2
+        assert f"is in use: process {__import__('os').getpid()}" in proc.stderr
+    finally:
+        lock.release()
+    (run_copy / "train.lock").write_text("999999\n")  # left by a dead process: taken over
+    proc = run_cli("train", "--resume", str(run_copy), "--max-steps", "310", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert not (run_copy / "train.lock").exists()
+
+
+def test_library_refuses_to_overwrite_a_run(tiny_run):
+    cfg = load_config(TINY)
+    with pytest.raises(RunDirError, match="already holds a run"):
+        train(cfg, run_dir=str(tiny_run))
+
+
+def test_nonfinite_weights_are_never_saved(tmp_path, monkeypatch):
+    import charrnn.train as train_module
+    monkeypatch.setattr(train_module, "_all_finite", lambda model: False)
+    with pytest.raises(TrainingFailed, match="no longer finite"):
+        train(small_config(tmp_path, max_steps=20), run_dir=str(tmp_path / "n"))
+    assert not (tmp_path / "n" / "last.pt").exists()
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_moment_leaves_a_loadable_checkpoint(tmp_path):
+    out = tmp_path / "kill"
+    args = [sys.executable, "-m", "charrnn", "train", str(TINY), "--out", str(out),
+            "--max-steps", "100000", "--threads", "1", "--set", "train.save_every=1",
+            "--set", "train.log_every=1", "--set", "train.eval_every=7"]
+    rng = random.Random(0)
+    steps = []
+    for attempt in range(16):
+        cmd = args if attempt == 0 else args[:4] + ["--resume", str(out)] + args[7:]
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        for line in proc.stderr:
+            if line.startswith("step "):
+                break
+        time.sleep(rng.uniform(0.0, 0.4))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        state = load_checkpoint(out / "last.pt")  # never broken
+        steps.append(state["step"])
+        assert hashlib.sha256((out / "last.pt").read_bytes()).hexdigest()
+    assert steps == sorted(steps) and steps[-1] > steps[0]
+    proc = run_cli("train", "--resume", str(out), "--max-steps", str(steps[-1] + 3), "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert not list(out.glob(".*.tmp-*"))  # half-written files of killed runs are cleaned up
