@@ -54,11 +54,11 @@ SAMPLE_HIDDEN = 256  # the sampling / eval model: LSTM 2x256, as in BASELINES.md
 TRAIN_CORPUS_BYTES = 700_000  # below charrnn's 1 MiB cache threshold: plain read every time
 
 MODES = {
-    "quick": {"hidden": [128], "warmup": 2, "steps_128": 6, "min_steps": 4, "repeats": 2,
+    "quick": {"hidden": [128], "warmup": 2, "timed_s": 0.6, "min_steps": 4, "repeats": 2,
               "sample_len_1": 300, "sample_len_32": 300, "sample_repeats": 3,
               "eval_chars": 60_000, "eval_repeats": 2, "load_mb": 20, "startup_repeats": 3,
               "memory_steps": 2},
-    "full": {"hidden": [128, 256, 512], "warmup": 3, "steps_128": 30, "min_steps": 8,
+    "full": {"hidden": [128, 256, 512], "warmup": 3, "timed_s": 3.0, "min_steps": 8,
              "repeats": 3, "sample_len_1": 2000, "sample_len_32": 1000, "sample_repeats": 5,
              "eval_chars": 1_000_000, "eval_repeats": 2, "load_mb": 100, "startup_repeats": 5,
              "memory_steps": 5},
@@ -188,10 +188,6 @@ class Context:
             p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
         return [sys.executable, "-m", "charrnn"]
 
-    def steps_for(self, hidden: int) -> int:
-        if self.args.steps:
-            return self.args.steps
-        return max(self.s["min_steps"], round(self.s["steps_128"] * 128 / hidden))
 
 
 def row(group: str, name: str, value, unit: str, *, reference=None, reference_name=None,
@@ -253,6 +249,7 @@ def _charrnn_train_once(ctx: Context, cell: str, hidden: int, warmup: int, steps
 
 def _bare_train_once(ctx: Context, ids, vocab_size: int, cell: str, hidden: int, warmup: int,
                      steps: int) -> float:
+    """chars/s of the bare loop over `steps` timed steps after `warmup` untimed ones."""
     import torch
     import torch.nn.functional as F
 
@@ -260,6 +257,7 @@ def _bare_train_once(ctx: Context, ids, vocab_size: int, cell: str, hidden: int,
     model = ctx.BareLM(cell, vocab_size, EMBED, hidden, LAYERS).to(ctx.device)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
     per = (len(ids) - 1) // BATCH
+    windows = per // SEQ
     xs = ids[: BATCH * per].view(BATCH, per)
     ys = ids[1: BATCH * per + 1].view(BATCH, per)
     h, t0 = None, None
@@ -267,7 +265,10 @@ def _bare_train_once(ctx: Context, ids, vocab_size: int, cell: str, hidden: int,
         if i == warmup:
             ctx.sync()
             t0 = time.perf_counter()
-        x, y = xs[:, i * SEQ:(i + 1) * SEQ], ys[:, i * SEQ:(i + 1) * SEQ]
+        w = i % windows
+        if w == 0:
+            h = None  # a new pass over the text starts from an empty state (as charrnn does)
+        x, y = xs[:, w * SEQ:(w + 1) * SEQ], ys[:, w * SEQ:(w + 1) * SEQ]
         with ctx.autocast():
             logits, h = model(x, h)
         loss = F.cross_entropy(logits.float().reshape(-1, vocab_size), y.reshape(-1))
@@ -278,6 +279,13 @@ def _bare_train_once(ctx: Context, ids, vocab_size: int, cell: str, hidden: int,
         h = tuple(t.detach() for t in h) if isinstance(h, tuple) else h.detach()
     ctx.sync()
     return steps * BATCH * SEQ / (time.perf_counter() - t0)
+
+
+def _calibrate(ctx: Context, ids, vocab_size: int, cell: str, hidden: int) -> int:
+    """Timed steps per measurement: enough for about `timed_s` seconds (the bare loop's pace)."""
+    rate = _bare_train_once(ctx, ids, vocab_size, cell, hidden, ctx.s["warmup"], 2)
+    steps = math.ceil(ctx.s["timed_s"] * rate / (BATCH * SEQ))
+    return min(2000, max(ctx.s["min_steps"], steps))
 
 
 def bench_train(ctx: Context) -> list[dict]:
@@ -292,17 +300,15 @@ def bench_train(ctx: Context) -> list[dict]:
     warmup, repeats = ctx.s["warmup"], ctx.s["repeats"]
     for hidden in hiddens:
         for cell in models:
-            steps = ctx.steps_for(hidden)
-            if (warmup + steps) * BATCH * SEQ + 1 > len(ids):
-                raise SystemExit(f"--steps {steps}: the training text holds only "
-                                 f"{len(ids) // (BATCH * SEQ)} windows")
+            steps = ctx.args.steps or _calibrate(ctx, ids, len(corpus.vocab), cell, hidden)
             a, b = [], []
             for r in range(repeats):
                 a.append(_charrnn_train_once(ctx, cell, hidden, warmup, steps,
                                              ctx.tmp / f"run-{cell}-{hidden}-{r}"))
                 b.append(_bare_train_once(ctx, ids, len(corpus.vocab), cell, hidden, warmup,
                                           steps))
-                log(f"train {cell} h{hidden} repeat {r + 1}/{repeats}: charrnn {a[-1]:,.0f} "
+                log(f"train {cell} h{hidden} repeat {r + 1}/{repeats} ({steps} steps): "
+                    f"charrnn {a[-1]:,.0f} "
                     f"bare {b[-1]:,.0f} chars/s")
             ca, cb = median(a), median(b)
             rows.append(row("train", f"train {cell} h{hidden}", ca, "chars/s", reference=cb,

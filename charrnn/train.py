@@ -165,7 +165,8 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
     if state is not None and Vocab(state["vocab"]) != corpus.vocab:
         raise RunDirError(f"cannot resume: the characters of {corpus.source} differ from the "
                           f"saved run's vocab ({len(corpus.vocab)} vs {len(state['vocab'])})")
-    batcher = StreamBatcher(corpus.train, cfg.train.batch_size, cfg.train.seq_len)
+    # the ids move to the device once (1 byte per character), so no step copies a batch over
+    batcher = StreamBatcher(corpus.train.to(device), cfg.train.batch_size, cfg.train.seq_len)
 
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out} is a file, not a directory")
@@ -208,6 +209,7 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: 
                    "cached": corpus.cached})
 
     vocab_size = len(corpus.vocab)
+    val_ids = corpus.val.to(device)
     started = time.monotonic()
     elapsed = lambda: elapsed_before + time.monotonic() - started  # noqa: E731
     window_loss, window_steps, window_start, window_step0 = 0.0, 0, time.monotonic(), step
@@ -235,7 +237,7 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: 
         nonlocal val_loss, best
         if not len(corpus.val):
             return
-        val_loss, _ = stream_loss(model, corpus.val, device, streams=t.batch_size,
+        val_loss, _ = stream_loss(model, val_ids, device, streams=t.batch_size,
                                   seq_len=t.seq_len, max_windows=t.eval_batches,
                                   precision=t.precision)
         improved = best is None or val_loss < best
@@ -258,7 +260,6 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: 
             x, y, reset = batcher.batch(step)
             if reset:
                 hidden = None
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             lr = lr_at(step, cfg, elapsed())
             for group in optimizer.param_groups:
                 group["lr"] = lr
