@@ -24,6 +24,7 @@ import torch
 
 from charrnn import __version__
 from charrnn.errors import CheckpointError, TrainingFailed
+from charrnn.fsutil import fsync_dir
 
 FORMAT = "charrnn-checkpoint"
 FORMAT_VERSION = 1
@@ -44,7 +45,7 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as exc:
         try:
             tmp.unlink(missing_ok=True)
@@ -52,19 +53,6 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
             pass
         raise TrainingFailed(f"could not write checkpoint {path}: {exc.strerror or exc}; the "
                              f"previous checkpoint there is intact") from exc
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:

@@ -60,6 +60,15 @@ def _root(
     """
 
 
+# options shared by several commands
+CHECKPOINT_OPTION = typer.Option(
+    None, "--checkpoint", "-c", metavar="CKPT|RUN_DIR",
+    help="Checkpoint file or run directory (its best.pt). Default: $CHARRNN_CHECKPOINT, else "
+         "the newest best.pt under ./runs.")
+DEVICE_OPTION = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
+QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")
+
+
 def _reporter(quiet: bool):
     from charrnn.report import Reporter
     return Reporter(quiet=quiet)
@@ -138,7 +147,7 @@ def train_cmd(
     force: bool = typer.Option(False, "--force",
                                help="Start over in a run directory that already holds a run, "
                                     "deleting its checkpoints."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Train a model as CONFIG says, writing checkpoints to its run directory.
 
@@ -193,10 +202,7 @@ def train_cmd(
 
 @app.command("sample")
 def sample_cmd(
-    checkpoint: Optional[str] = typer.Option(
-        None, "--checkpoint", "-c", metavar="CKPT|RUN_DIR",
-        help="Checkpoint file or run directory (its best.pt). Default: $CHARRNN_CHECKPOINT, "
-             "else the newest best.pt under ./runs."),
+    checkpoint: Optional[str] = CHECKPOINT_OPTION,
     prime: str = typer.Option("", "--prime", "-p",
                               help="Text to start from; the output begins with it. Empty: start "
                                    "from a random character."),
@@ -221,7 +227,7 @@ def sample_cmd(
                                     help="Samples per prime, generated as one batch."),
     seed: Optional[int] = typer.Option(None, "--seed",
                                        help="Random seed: the same seed gives the same sample."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    device: str = DEVICE_OPTION,
     separator: str = typer.Option(
         "\\n---\\n", "--separator", metavar="TEXT",
         help="Written after each sample when there are several (escapes such as \\n and \\0 "
@@ -229,7 +235,7 @@ def sample_cmd(
     as_json: bool = typer.Option(False, "--json",
                                  help="Print a JSON list of {prime, text} objects instead "
                                       "(text is what follows the prime)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Generate text from a trained model, streaming it to stdout.
 
@@ -287,14 +293,11 @@ def eval_cmd(
         None, metavar="[TEXT_FILE|-]",
         help="Text to score (- for stdin). Default: the validation split of the text the model "
              "was trained on.", show_default=False),
-    checkpoint: Optional[str] = typer.Option(
-        None, "--checkpoint", "-c", metavar="CKPT|RUN_DIR",
-        help="Checkpoint file or run directory (its best.pt). Default: $CHARRNN_CHECKPOINT, "
-             "else the newest best.pt under ./runs."),
+    checkpoint: Optional[str] = CHECKPOINT_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: loss, bpc, "
                                                        "perplexity, chars."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+    device: str = DEVICE_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Measure how well a model predicts a text: loss (nats/char), bits per char, perplexity.
 

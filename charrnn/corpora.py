@@ -30,6 +30,7 @@ from typing import BinaryIO, Callable, Optional
 
 from charrnn import __version__
 from charrnn.errors import DataError, FetchError
+from charrnn.fsutil import fsync_dir
 
 DEFAULT_DIR = Path("data") / "corpora"
 DIR_ENV = "CHARRNN_DATA_DIR"
@@ -236,7 +237,7 @@ def fetch(name: str, to: str | os.PathLike | None = None, *, force: bool = False
             os.replace(final, dest)
         except OSError as exc:
             raise FetchError(f"cannot write {dest}: {exc.strerror}") from exc
-        _fsync_dir(root)
+        fsync_dir(root)
         done = True
     finally:
         for path in temps:
@@ -398,15 +399,3 @@ def _copy(src: BinaryIO, out: BinaryIO | None, digest, stage: str, total: Option
     return done
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make the rename durable (not possible, and not needed, on some systems)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

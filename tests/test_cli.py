@@ -125,3 +125,28 @@ def test_help_describes_every_option(command):
     for option in options:
         assert option in proc.stdout, option
     assert "Example" in proc.stdout or not command
+
+
+@pytest.mark.cuda
+def test_cuda_sampling_is_seeded_and_eval_matches_the_cpu(tiny_run):
+    args = ["sample", "-c", str(tiny_run), "--device", "cuda", "--length", "200",
+            "--temperature", "1"]
+    a, b = run_cli(*args, "--seed", "3"), run_cli(*args, "--seed", "3")
+    assert a.returncode == 0, a.stderr
+    assert a.stdout == b.stdout and len(a.stdout) > 200
+    on_gpu = json.loads(run_cli("eval", "-c", str(tiny_run), "--device", "cuda", "--json",
+                                str(FOODCHAIN)).stdout)
+    on_cpu = json.loads(run_cli("eval", "-c", str(tiny_run), "--device", "cpu", "--json",
+                                str(FOODCHAIN)).stdout)
+    assert on_gpu["loss"] == pytest.approx(on_cpu["loss"], abs=0.02)
+
+
+@pytest.mark.cuda
+def test_cuda_training_resumes(tmp_path):
+    out = tmp_path / "gpu"
+    assert run_cli("train", str(TINY), "--device", "cuda", "--out", str(out), "--max-steps",
+                   "50", "-q").returncode == 0
+    proc = run_cli("train", "--resume", str(out), "--max-steps", "100")
+    assert proc.returncode == 0, proc.stderr
+    assert "from step 50 to 100" in proc.stderr and "on cuda" in proc.stderr
+    assert torch.load(out / "last.pt", weights_only=True, map_location="cpu")["step"] == 100
