@@ -59,7 +59,7 @@ MODES = {
               "eval_chars": 60_000, "eval_repeats": 2, "load_mb": 20, "startup_repeats": 3,
               "memory_steps": 2},
     "full": {"hidden": [128, 256, 512], "warmup": 3, "timed_s": 3.0, "min_steps": 8,
-             "repeats": 3, "sample_len_1": 2000, "sample_len_32": 1000, "sample_repeats": 5,
+             "repeats": 5, "sample_len_1": 2000, "sample_len_32": 1000, "sample_repeats": 5,
              "eval_chars": 1_000_000, "eval_repeats": 2, "load_mb": 100, "startup_repeats": 5,
              "memory_steps": 5},
 }
@@ -159,7 +159,12 @@ class Context:
         self.mode = "quick" if args.quick else "full"
         self.s = dict(MODES[self.mode])
         if args.repeats:
-            self.s["repeats"] = self.s["sample_repeats"] = args.repeats
+            self.s["repeats"] = self.s["sample_repeats"] = self.s["eval_repeats"] = args.repeats
+        if args.steps:
+            self.s["steps"] = args.steps
+        if args.hidden:
+            self.s["hidden"] = args.hidden
+        self.s["models"] = args.models or list(MODELS)
         self.threads = args.threads
         self.cuda = device.type == "cuda"
         self.precision_note = "bf16 autocast (charrnn's precision: auto)" if self.cuda else "fp32"
@@ -189,7 +194,6 @@ class Context:
         return [sys.executable, "-m", "charrnn"]
 
 
-
 def row(group: str, name: str, value, unit: str, *, reference=None, reference_name=None,
         ratio=None, target=None, target_on="ratio", samples=None, **extra) -> dict:
     """One result. `target` is (op, number) checked against the ratio or the value."""
@@ -213,7 +217,8 @@ def row(group: str, name: str, value, unit: str, *, reference=None, reference_na
 # ------------------------------------------------------------------------------ 1. training
 
 def _charrnn_train_once(ctx: Context, cell: str, hidden: int, warmup: int, steps: int,
-                        out_dir: Path) -> float:
+                        out_dir: Path) -> tuple[float, float]:
+    """chars/s of charrnn.train.train after `warmup` steps, and its last step's loss."""
     from charrnn.config import config_from_dict
     from charrnn.train import train
 
@@ -222,21 +227,21 @@ def _charrnn_train_once(ctx: Context, cell: str, hidden: int, warmup: int, steps
         "model": {"type": cell, "embedding_dim": EMBED, "hidden_size": hidden,
                   "num_layers": LAYERS, "dropout": 0.0},
         "train": {"batch_size": BATCH, "seq_len": SEQ, "max_steps": warmup + steps, "lr": LR,
-                  "grad_clip": GRAD_CLIP, "eval_every": 10 ** 9, "save_every": None,
+                  "lr_schedule": "constant", "weight_decay": 0.0, "grad_clip": GRAD_CLIP, "eval_every": 10 ** 9, "save_every": None,
                   "log_every": 1, "device": ctx.args.device, "threads": ctx.threads,
                   "seed": 1337, "out_dir": str(out_dir)},
     }, source="bench")
-    windows = []  # (chars, seconds) per logged window after the warm-up
+    windows = []  # (step, chars_per_sec, train_loss) of every "step" event
 
     def on_event(kind: str, info: dict) -> None:
         if kind == "step":
-            windows.append((info["step"], info["chars_per_sec"]))
+            windows.append((info["step"], info["chars_per_sec"], info["train_loss"]))
 
     train(cfg, run_dir=str(out_dir), on_event=on_event)
     shutil.rmtree(out_dir, ignore_errors=True)
     chars = seconds = 0.0
     prev = 0
-    for step, rate in windows:
+    for step, rate, _ in windows:
         n = (step - prev) * BATCH * SEQ
         prev = step
         if step > warmup:
@@ -244,12 +249,13 @@ def _charrnn_train_once(ctx: Context, cell: str, hidden: int, warmup: int, steps
             seconds += n / rate
     if not seconds:
         raise RuntimeError(f"charrnn train emitted no step events after step {warmup}")
-    return chars / seconds
+    return chars / seconds, windows[-1][2]
 
 
 def _bare_train_once(ctx: Context, ids, vocab_size: int, cell: str, hidden: int, warmup: int,
-                     steps: int) -> float:
-    """chars/s of the bare loop over `steps` timed steps after `warmup` untimed ones."""
+                     steps: int) -> tuple[float, float]:
+    """chars/s of the bare loop over `steps` timed steps after `warmup` untimed ones, and the
+    last step's loss (charrnn's must match it: same seed, weights, data and learning rate)."""
     import torch
     import torch.nn.functional as F
 
@@ -278,12 +284,13 @@ def _bare_train_once(ctx: Context, ids, vocab_size: int, cell: str, hidden: int,
         opt.step()
         h = tuple(t.detach() for t in h) if isinstance(h, tuple) else h.detach()
     ctx.sync()
-    return steps * BATCH * SEQ / (time.perf_counter() - t0)
+    rate = steps * BATCH * SEQ / (time.perf_counter() - t0)
+    return rate, loss.item()
 
 
 def _calibrate(ctx: Context, ids, vocab_size: int, cell: str, hidden: int) -> int:
     """Timed steps per measurement: enough for about `timed_s` seconds (the bare loop's pace)."""
-    rate = _bare_train_once(ctx, ids, vocab_size, cell, hidden, ctx.s["warmup"], 2)
+    rate, _ = _bare_train_once(ctx, ids, vocab_size, cell, hidden, ctx.s["warmup"], 2)
     steps = math.ceil(ctx.s["timed_s"] * rate / (BATCH * SEQ))
     return min(2000, max(ctx.s["min_steps"], steps))
 
@@ -295,18 +302,19 @@ def bench_train(ctx: Context) -> list[dict]:
     corpus = load_corpus(str(ctx.train_text), 0.0, use_cache=False)
     ids = corpus.ids.long().to(ctx.device)  # a bare loop keeps the whole text on the device
     rows = []
-    models = ctx.args.models or list(MODELS)
-    hiddens = ctx.args.hidden or ctx.s["hidden"]
+    models, hiddens = ctx.s["models"], ctx.s["hidden"]
     warmup, repeats = ctx.s["warmup"], ctx.s["repeats"]
     for hidden in hiddens:
         for cell in models:
             steps = ctx.args.steps or _calibrate(ctx, ids, len(corpus.vocab), cell, hidden)
             a, b = [], []
             for r in range(repeats):
-                a.append(_charrnn_train_once(ctx, cell, hidden, warmup, steps,
-                                             ctx.tmp / f"run-{cell}-{hidden}-{r}"))
-                b.append(_bare_train_once(ctx, ids, len(corpus.vocab), cell, hidden, warmup,
-                                          steps))
+                rate, loss_a = _charrnn_train_once(ctx, cell, hidden, warmup, steps,
+                                                   ctx.tmp / f"run-{cell}-{hidden}-{r}")
+                a.append(rate)
+                rate, loss_b = _bare_train_once(ctx, ids, len(corpus.vocab), cell, hidden,
+                                                warmup, steps)
+                b.append(rate)
                 log(f"train {cell} h{hidden} repeat {r + 1}/{repeats} ({steps} steps): "
                     f"charrnn {a[-1]:,.0f} "
                     f"bare {b[-1]:,.0f} chars/s")
@@ -315,7 +323,11 @@ def bench_train(ctx: Context) -> list[dict]:
                             reference_name="bare PyTorch loop", ratio=ca / cb,
                             target=(">=", 0.97), samples={"charrnn": a, "reference": b},
                             model=cell, hidden=hidden, steps=steps, warmup=warmup,
-                            batch=BATCH, seq_len=SEQ, mkldnn=torch.backends.mkldnn.enabled))
+                            batch=BATCH, seq_len=SEQ, mkldnn=torch.backends.mkldnn.enabled,
+                            final_loss={"charrnn": loss_a, "reference": loss_b}))
+            if not math.isclose(loss_a, loss_b, rel_tol=0.02):
+                log(f"train {cell} h{hidden}: the last losses differ (charrnn {loss_a:.4f}, "
+                    f"bare {loss_b:.4f}): the two loops no longer compute the same thing")
     return rows
 
 
