@@ -269,8 +269,9 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf)
-            loss_value = loss.item()
-            if not (math.isfinite(loss_value) and bool(torch.isfinite(norm))):
+            # one device-to-host copy per step for both checks
+            loss_value, norm_value = torch.stack([loss.detach(), norm.float()]).tolist()
+            if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
                 bad_steps += 1
                 if bad_steps > t.skip_nonfinite:
                     raise TrainingFailed(
