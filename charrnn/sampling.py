@@ -32,9 +32,9 @@ def check_options(length: int, temperature: float, top_k: int | None, top_p: flo
 
 def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
           greedy: bool, generator: torch.Generator) -> torch.Tensor:
-    """Next ids (B,) from logits (B, V)."""
+    """Next ids (B, 1) from logits (B, V)."""
     if greedy:
-        return logits.argmax(-1)
+        return logits.argmax(-1, keepdim=True)
     logits = logits / temperature
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
@@ -45,7 +45,7 @@ def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: fl
         outside = sorted_p.cumsum(-1) - sorted_p > top_p  # keep the smallest set reaching top_p
         sorted_p = sorted_p.masked_fill(outside, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    return torch.multinomial(probs, 1, generator=generator)
 
 
 def _select(states: list, index: torch.Tensor):
@@ -101,10 +101,10 @@ def generate(model, vocab: Vocab, primes: list[str], length: int, *, device: tor
             for _ in range(steps):
                 nxt = _pick(logits.float(), temperature, top_k, top_p, greedy, generator)
                 picked.append(nxt)
-                logits, hidden = model(nxt.unsqueeze(1), hidden)
+                logits, hidden = model(nxt, hidden)
                 logits = logits[:, -1]
-            rows = torch.stack(picked).tolist()  # (steps, samples), one copy per block
-        for row in rows:
-            yield [chars[i] for i in row]
+            rows = torch.cat(picked, dim=1).tolist()  # (samples, steps), one copy per block
+        for step in zip(*rows):
+            yield [chars[i] for i in step]
         done += steps
         block = min(block * 2, 64)

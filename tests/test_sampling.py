@@ -40,11 +40,11 @@ def test_bad_options(args, message):
 def test_top_k_and_top_p_restrict_the_choice():
     logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]]).repeat(2000, 1)
     gen = torch.Generator().manual_seed(0)
-    assert set(_pick(logits, 1.0, 2, None, False, gen).tolist()) == {0, 1}
+    assert set(_pick(logits, 1.0, 2, None, False, gen).flatten().tolist()) == {0, 1}
     probs = torch.softmax(logits[0], -1)  # 0.64, 0.24, ...: top-p 0.7 keeps the first two
     assert probs[0] < 0.7 < probs[0] + probs[1]
-    assert set(_pick(logits, 1.0, None, 0.7, False, gen).tolist()) == {0, 1}
-    assert set(_pick(logits, 1.0, None, 0.5, False, gen).tolist()) == {0}
+    assert set(_pick(logits, 1.0, None, 0.7, False, gen).flatten().tolist()) == {0, 1}
+    assert set(_pick(logits, 1.0, None, 0.5, False, gen).flatten().tolist()) == {0}
     assert _pick(logits, 1.0, None, None, True, gen).eq(0).all()
 
 

@@ -33,7 +33,9 @@ class CharRNN(nn.Module):
 
     def forward(self, idx: torch.Tensor, hidden=None):
         out, hidden = self.rnn(self.embed(idx), hidden)  # (B, T, H)
-        return self.head(self.drop(out)), hidden  # (B, T, V)
+        if self.training:  # (skipping the no-op call keeps one-step sampling lean)
+            out = self.drop(out)
+        return self.head(out), hidden  # (B, T, V)
 
 
 def _builder(cell: str):
