@@ -98,7 +98,10 @@ def _load_model(checkpoint: Optional[str], device_spec: str):
 
 
 def _decode_escapes(text: str) -> str:
-    return text.encode("utf-8").decode("unicode_escape") if "\\" in text else text
+    """`\\n`, `\\0` and other backslash escapes in an option value, other text kept as is."""
+    if "\\" not in text:
+        return text
+    return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
 
 
 def _read_text(source: str) -> str:

@@ -112,19 +112,17 @@ def _suggest(name: str, options: list[str]) -> str:
 
 
 def _base_type(tp: Any) -> tuple[type, bool]:
-    """The plain type of a field and whether it may be null."""
-    if isinstance(tp, str):
-        tp = eval(tp, {"Optional": Optional, "float": float, "int": int, "str": str,
-                       "bool": bool})
+    """The plain type of a field's (resolved) annotation and whether it may be null."""
     args = typing.get_args(tp)
     if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
         return next(a for a in args if a is not type(None)), True
     return tp, False
 
 
-def _check_value(key: str, value: Any, f: dataclasses.Field) -> tuple[Any, str | None]:
+def _check_value(key: str, value: Any, f: dataclasses.Field,
+                 hint: Any) -> tuple[Any, str | None]:
     """Coerce and check one value; return (value, problem or None)."""
-    tp, nullable = _base_type(f.type)
+    tp, nullable = _base_type(hint)
     meta = f.metadata
     if value is None:
         return (None, None) if nullable else (value, f"{key}: must not be null")
@@ -175,13 +173,14 @@ def config_from_dict(raw: Any, source: str = "config") -> Config:
             continue
         cls = _SECTION_CLASSES[name]
         fields = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
         values = {}
         for key, value in body.items():
             if key not in fields:
                 problems.append(f"unknown key '{name}.{key}'"
                                 f"{_suggest(str(key), list(fields))}")
                 continue
-            value, problem = _check_value(f"{name}.{key}", value, fields[key])
+            value, problem = _check_value(f"{name}.{key}", value, fields[key], hints[key])
             if problem:
                 problems.append(problem)
             values[key] = value
