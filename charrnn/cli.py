@@ -342,7 +342,7 @@ def info_cmd(
              "best.pt under ./runs.", show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Describe a checkpoint: model, sizes, parameters, vocab, step and losses.
+    """Describe a checkpoint: model, sizes, parameters, vocab, step and losses (--json: and config).
 
     Example: charrnn info runs/tiny
     """
@@ -360,7 +360,7 @@ def info_cmd(
         "max_steps": state["config"]["train"]["max_steps"],
         "best_val_loss": state.get("best_val_loss"), "val_loss": state.get("val_loss"),
         "train_loss": state.get("train_loss"), "format_version": state["format_version"],
-        "charrnn_version": state.get("charrnn_version"),
+        "charrnn_version": state.get("charrnn_version"), "config": state["config"],
     }
     if as_json:
         sys.stdout.write(json.dumps(info) + "\n")

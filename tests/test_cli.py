@@ -96,6 +96,7 @@ def test_info_describes_the_model(tiny_run):
     assert info["model"] == "lstm" and info["hidden_size"] == 128
     assert info["vocab_size"] == len(set(FOODCHAIN.read_text()))
     assert info["parameters"] > 10_000 and info["best_val_loss"] < 0.5
+    assert info["config"]["model"]["type"] == "lstm"
     text = run_cli("info", str(tiny_run)).stdout
     assert "parameters" in text and "lstm" in text
 
