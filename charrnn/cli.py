@@ -104,17 +104,6 @@ def _decode_escapes(text: str) -> str:
     return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
 
 
-def _read_text(source: str) -> str:
-    """A text argument: a path, or - for stdin, decoded as UTF-8 with a clear error."""
-    from charrnn.data import read_bytes
-    raw, parts = read_bytes(source)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{parts[0][0]} is not UTF-8 text: invalid byte 0x{raw[exc.start]:02x} "
-                        f"at byte offset {exc.start}") from None
-
-
 # ------------------------------------------------------------------------------------ train
 
 @app.command("train")
@@ -244,6 +233,7 @@ def sample_cmd(
 
     Example: charrnn sample --prime "sharks" --length 200 --temperature 0.7
     """
+    from charrnn.data import read_text
     from charrnn.sampling import check_options, generate
 
     reporter = _reporter(quiet)
@@ -251,7 +241,7 @@ def sample_cmd(
     check_options(length or 0, greedy_or_temp, top_k, top_p, greedy)
     primes = [prime]
     if prime_file is not None:
-        primes = [line for line in _read_text(prime_file).splitlines() if line]
+        primes = [line for line in read_text(prime_file).splitlines() if line]
         if not primes:
             raise DataError(f"--prime-file {prime_file}: no primes in it (one per line)")
     model, vocab, cfg, note, dev = _load_model(checkpoint, device)
@@ -306,12 +296,13 @@ def eval_cmd(
 
     Example: charrnn eval --checkpoint runs/tiny data/foodchain.txt --json
     """
+    from charrnn.data import read_text
     from charrnn.evaluate import evaluate_text, stream_loss, summarize
 
     reporter = _reporter(quiet)
     model, vocab, cfg, note, dev = _load_model(checkpoint, device)
     if text_file is not None:
-        text = _read_text(text_file)
+        text = read_text(text_file)
         vocab.check(text, "the text")
         reporter.info(note)
         result = evaluate_text(model, vocab, text, dev)

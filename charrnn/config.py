@@ -101,7 +101,6 @@ class Config:
         return dataclasses.asdict(self)
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 _SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
                     "sample": SampleConfig}
 
@@ -159,12 +158,12 @@ def config_from_dict(raw: Any, source: str = "config") -> Config:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections "
-                          f"({', '.join(SECTIONS)}), got {type(raw).__name__}")
+                          f"({', '.join(_SECTION_CLASSES)}), got {type(raw).__name__}")
     problems: list[str] = []
     sections: dict[str, Any] = {}
     for name, body in raw.items():
         if name not in _SECTION_CLASSES:
-            problems.append(f"unknown section '{name}'{_suggest(str(name), list(SECTIONS))}")
+            problems.append(f"unknown section '{name}'{_suggest(str(name), list(_SECTION_CLASSES))}")
             continue
         if body is None:
             body = {}
@@ -236,7 +235,7 @@ def read_yaml(path: str | Path) -> dict:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(SECTIONS)}), "
+        raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(_SECTION_CLASSES)}), "
                           f"got a {type(raw).__name__}")
     return raw
 

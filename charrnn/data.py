@@ -96,6 +96,22 @@ def _locate(offset: int, parts: list[tuple[str, int]]) -> tuple[str, int]:
     return parts[-1][0], offset
 
 
+def decode_utf8(raw: bytearray, parts: list[tuple[str, int]], errors: str = "strict") -> str:
+    """UTF-8 text of `raw`; an invalid byte is a DataError naming its file and byte offset."""
+    try:
+        return raw.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as exc:
+        name, offset = _locate(exc.start, parts)
+        raise DataError(f"{name} is not UTF-8 text: invalid byte 0x{raw[exc.start]:02x} at "
+                        f"byte offset {offset} (convert it to UTF-8, or set "
+                        f"data.encoding_errors: replace)") from None
+
+
+def read_text(path: str) -> str:
+    """A file, folder or stdin (`-`) as UTF-8 text."""
+    return decode_utf8(*read_bytes(path))
+
+
 def encode_bytes(raw: bytearray, parts: list[tuple[str, int]],
                  errors: str = "strict") -> tuple[Vocab, torch.Tensor]:
     """Vocab and ids of UTF-8 bytes, without a Python object per character."""
@@ -112,13 +128,7 @@ def encode_bytes(raw: bytearray, parts: list[tuple[str, int]],
         ids = raw.translate(table)
         del raw
         return vocab, torch.frombuffer(ids, dtype=torch.uint8)
-    try:
-        text = raw.decode("utf-8", errors=errors)
-    except UnicodeDecodeError as exc:
-        name, offset = _locate(exc.start, parts)
-        raise DataError(f"{name} is not UTF-8 text: invalid byte 0x{raw[exc.start]:02x} at "
-                        f"byte offset {offset} (convert it to UTF-8, or set "
-                        f"data.encoding_errors: replace)") from None
+    text = decode_utf8(raw, parts, errors)
     del raw
     vocab = Vocab.from_text(text)
     return vocab, vocab.encode(text)

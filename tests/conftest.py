@@ -26,9 +26,9 @@ def shakespeare_file() -> Path | None:
 def run_cli(*args: str, input: str | bytes | None = None, cwd: Path | None = None,
             env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python -m charrnn ARGS` as a user would, capturing stdout and stderr as text."""
-    full_env = {**os.environ, "PYTHONWARNINGS": "", **(env or {})}
-    full_env.pop("CHARRNN_CHECKPOINT", None) if "CHARRNN_CHECKPOINT" not in (env or {}) else None
-    full_env.pop("CHARRNN_DEBUG", None) if "CHARRNN_DEBUG" not in (env or {}) else None
+    inherited = {k: v for k, v in os.environ.items()
+                 if k not in ("CHARRNN_CHECKPOINT", "CHARRNN_DEBUG")}  # only what a test sets
+    full_env = {**inherited, "PYTHONWARNINGS": "", **(env or {})}
     if isinstance(input, str):
         input = input.encode()
     proc = subprocess.run([sys.executable, "-m", "charrnn", *args], input=input,

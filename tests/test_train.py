@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import signal
@@ -146,7 +145,6 @@ def test_sigkill_at_any_moment_leaves_a_loadable_checkpoint(tmp_path):
         proc.wait()
         state = load_checkpoint(out / "last.pt")  # never broken
         steps.append(state["step"])
-        assert hashlib.sha256((out / "last.pt").read_bytes()).hexdigest()
     assert steps == sorted(steps) and steps[-1] > steps[0]
     proc = run_cli("train", "--resume", str(out), "--max-steps", str(steps[-1] + 3), "-q")
     assert proc.returncode == 0, proc.stderr
