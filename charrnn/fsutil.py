@@ -1,9 +1,27 @@
-"""File-system helpers shared by the modules that write files atomically."""
+"""File-system helpers: the one way charrnn writes a file so that a crash never leaves half of it.
+
+    with atomic_write(run_dir / "last.pt") as fh:
+        torch.save(state, fh)
+
+The data goes to a hidden temporary file beside the target (`.NAME.tmp-PID`), is flushed and
+fsynced, then renamed over the target, and the folder is fsynced so that the rename survives a
+power cut. On any way out before the rename (an exception, Ctrl-C, SystemExit), the temporary
+file is removed, so nothing is left behind and the old file is intact.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import IO, Iterator
+
+TEMP_GLOB = ".*.tmp-*"
+
+
+def temp_path(path: Path) -> Path:
+    """The temporary name `atomic_write` uses for `path` in this process."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 def fsync_dir(folder: Path) -> None:
@@ -18,3 +36,36 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb", *, encoding: str | None = None,
+                 durable: bool = True) -> Iterator[IO]:
+    """Open a temporary file for writing; on a clean exit it replaces `path` in one rename.
+
+    `durable=False` skips the fsyncs, for files that can be rebuilt (a cache): the rename still
+    makes the write all-or-nothing for readers.
+    """
+    path = Path(path)
+    if "b" not in mode and encoding is None:
+        encoding = "utf-8"
+    tmp = temp_path(path)
+    try:
+        with open(tmp, mode, encoding=encoding) as fh:
+            yield fh
+            fh.flush()
+            if durable:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def write_text_atomic(path: str | Path, text: str, *, durable: bool = True) -> None:
+    """Replace `path` with `text` (UTF-8) in one rename."""
+    with atomic_write(path, "w", durable=durable) as fh:
+        fh.write(text)
