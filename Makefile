@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 BENCH_ARGS ?=
 
-.PHONY: install test test-fast demo bench bench-quick clean
+.PHONY: install test-deps test test-fast demo bench bench-quick clean
 
 install: $(VENV)/.installed
 
@@ -14,13 +14,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,plot]"
 	touch $@
 
-test: install
+# the browser the page tests drive: Debian's chromium, never a download at test time
+test-deps: install
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+test: test-deps
 	$(BIN)/python -m pytest -q
 
-test-fast: install
+test-fast: test-deps
 	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: install

@@ -27,6 +27,7 @@ from charrnn.cli_common import CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, _
     _reporter
 from charrnn.cli_data import data_app
 from charrnn.cli_sample import sample_cmd
+from charrnn.cli_view import plot_cmd
 from charrnn.errors import CharRNNError, DataError
 
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
@@ -44,6 +45,7 @@ app = typer.Typer(
 )
 
 app.add_typer(data_app, name="data")
+app.command("plot")(plot_cmd)
 
 
 def _version(value: bool) -> None:

@@ -49,3 +49,9 @@ class FetchError(CharRNNError):
     """A download that failed on its own: unreachable, interrupted, truncated, corrupt, disk full."""
 
     exit_code = 1
+
+
+class MissingDependency(CharRNNError):
+    """An optional library that a command needs is not installed (the message says how to)."""
+
+    exit_code = 1
