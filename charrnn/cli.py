@@ -45,7 +45,6 @@ app = typer.Typer(
 )
 
 app.add_typer(data_app, name="data")
-app.command("plot")(plot_cmd)
 
 
 def _version(value: bool) -> None:
@@ -244,6 +243,9 @@ def info_cmd(
         f"step         {info['step']} of {info['max_steps']}\n"
         f"val loss     {fmt(info['val_loss'])} (best {fmt(info['best_val_loss'])}) nats/char\n"
         f"train loss   {fmt(info['train_loss'])} nats/char\n")
+
+
+app.command("plot")(plot_cmd)
 
 
 # ------------------------------------------------------------------------------------ entry
