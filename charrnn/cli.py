@@ -173,7 +173,7 @@ def eval_cmd(
 
     Example: charrnn eval --checkpoint runs/tiny data/foodchain.txt --json
     """
-    from charrnn.data import read_text
+    from charrnn.data import load_training_corpus, read_text
     from charrnn.evaluate import evaluate_text, stream_loss, summarize
 
     reporter = _reporter(quiet)
@@ -184,7 +184,6 @@ def eval_cmd(
         reporter.info(note)
         result = evaluate_text(model, vocab, text, dev)
     else:
-        from charrnn.train import load_training_corpus
         corpus = load_training_corpus(cfg)
         if corpus.vocab != vocab or len(corpus.val) < 2:
             raise DataError(f"cannot rebuild the validation split of {corpus.source}: give "

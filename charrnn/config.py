@@ -19,6 +19,7 @@ from typing import Any, Optional
 import yaml
 
 from charrnn.errors import ConfigError
+from charrnn.fsutil import write_text_atomic
 
 
 def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -260,5 +261,4 @@ def resolve_relative(path: str | None, base: Path) -> str | None:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (the run directory's `config.yaml`)."""
-    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    Path(path).write_text(text, encoding="utf-8")
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

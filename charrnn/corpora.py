@@ -1,9 +1,10 @@
 """Known corpora: where each comes from, where it lives on disk, and fetching it safely.
 
-A fetch streams the download into a hidden temp file beside the destination, checks its size
-(and sha256 where known), unpacks the zip member if the corpus comes zipped, then fsyncs and
-renames. So a failed, corrupt or interrupted fetch leaves nothing half-written behind and never
-touches a file that is already there. Corpora live in `data/corpora/` under the current
+A fetch streams the download through `fsutil.atomic_write` (a hidden temp file beside the
+destination; a zip first goes to a nameless temp file), checks its size (and sha256 where
+known), unpacks the zip member if the corpus comes zipped, then fsyncs and renames. So a
+failed, corrupt or interrupted fetch leaves nothing half-written behind and never touches a
+file that is already there. Corpora live in `data/corpora/` under the current
 directory unless `$CHARRNN_DATA_DIR` (or an explicit folder) says otherwise, and each URL can be
 pointed at a mirror with `$CHARRNN_URL_<NAME>`.
 
@@ -17,9 +18,9 @@ import hashlib
 import http.client
 import os
 import re
-import secrets
 import shutil
 import socket
+import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -30,7 +31,7 @@ from typing import BinaryIO, Callable, Optional
 
 from charrnn import __version__
 from charrnn.errors import DataError, FetchError
-from charrnn.fsutil import fsync_dir
+from charrnn.fsutil import atomic_write
 
 DEFAULT_DIR = Path("data") / "corpora"
 DIR_ENV = "CHARRNN_DATA_DIR"
@@ -222,29 +223,21 @@ def fetch(name: str, to: str | os.PathLike | None = None, *, force: bool = False
     except OSError as exc:
         raise FetchError(f"cannot create the corpora folder {root}: {exc.strerror}") from exc
 
-    temps: list[Path] = []
     done = False
     try:
         _check_space(root, spec)
-        download = _temp(root, spec.filename, temps)
-        _download(spec, download, on_progress)
-        final = download
-        if spec.member:
-            final = _temp(root, spec.filename, temps)
-            _unpack(spec, download, final, on_progress)
-            download.unlink()
         try:
-            os.replace(final, dest)
+            with atomic_write(dest) as out:
+                if spec.member:  # the zip goes to a nameless temp file, gone on any exit
+                    with tempfile.TemporaryFile(dir=root) as archive:
+                        _download(spec, archive, on_progress)
+                        _unpack(spec, archive, out, on_progress)
+                else:
+                    _download(spec, out, on_progress)
         except OSError as exc:
-            raise FetchError(f"cannot write {dest}: {exc.strerror}") from exc
-        fsync_dir(root)
+            raise FetchError(f"cannot write {dest}: {exc.strerror or exc}") from None
         done = True
     finally:
-        for path in temps:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
         if made_root and not done:
             try:
                 root.rmdir()  # only if still empty
@@ -252,24 +245,6 @@ def fetch(name: str, to: str | os.PathLike | None = None, *, force: bool = False
                 pass
     return FetchResult(spec.name, dest, spec.size, downloaded=True,
                        sha256_checked=bool(spec.sha256), replaced=replaced)
-
-
-def _temp(root: Path, filename: str, temps: list[Path]) -> Path:
-    """A new hidden file in the destination folder (hidden: folder corpora skip dotfiles).
-
-    Created with the umask's permissions, not mkstemp's 0600, as it becomes the corpus file.
-    """
-    for _ in range(100):
-        path = root / f".{filename}.{secrets.token_hex(4)}.part"
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise FetchError(f"cannot write in {root}: {exc.strerror}") from exc
-        temps.append(path)
-        return path
-    raise FetchError(f"cannot create a temporary file in {root}")
 
 
 def _check_space(root: Path, spec: CorpusSpec) -> None:
@@ -284,8 +259,8 @@ def _check_space(root: Path, spec: CorpusSpec) -> None:
                          f"choose another folder with --to or {DIR_ENV})")
 
 
-def _download(spec: CorpusSpec, tmp: Path, on_progress: ProgressFn | None) -> None:
-    """Stream the download into `tmp`, checking length, size and sha256 on the way."""
+def _download(spec: CorpusSpec, out: BinaryIO, on_progress: ProgressFn | None) -> None:
+    """Stream the download into `out`, checking length, size and sha256 on the way."""
     url = spec.download_url
     what = f"the download of {spec.name} from {url}"
     mirror = f" (it comes from ${spec.url_env})" if os.environ.get(spec.url_env) else ""
@@ -299,9 +274,8 @@ def _download(spec: CorpusSpec, tmp: Path, on_progress: ProgressFn | None) -> No
             if expected is not None and length is not None and length != expected:
                 raise FetchError(f"{what} would be {length:,} bytes, expected {expected:,}: the "
                                  f"server offers a different or truncated file{mirror}")
-            with open(tmp, "wb") as out:
-                got = _copy(response, out, digest, "download", expected or length, on_progress,
-                            limit=expected, what=what)
+            got = _copy(response, out, digest, "download", expected or length, on_progress,
+                        limit=expected, what=what)
     except FetchError:
         raise
     except urllib.error.HTTPError as exc:
@@ -338,9 +312,9 @@ def _download(spec: CorpusSpec, tmp: Path, on_progress: ProgressFn | None) -> No
                          f"{known}{mirror}")
 
 
-def _unpack(spec: CorpusSpec, archive: Path, out_path: Path,
+def _unpack(spec: CorpusSpec, archive: BinaryIO, out: BinaryIO,
             on_progress: ProgressFn | None) -> None:
-    """Extract the corpus member of a downloaded zip into `out_path` and verify it."""
+    """Extract the corpus member of a downloaded zip into `out` and verify it."""
     what = f"the archive of {spec.name} from {spec.download_url}"
     digest = hashlib.sha256()
     try:
@@ -354,7 +328,7 @@ def _unpack(spec: CorpusSpec, archive: Path, out_path: Path,
             if info.file_size != spec.size:
                 raise FetchError(f"{what} holds {spec.member!r} of {info.file_size:,} bytes, "
                                  f"expected {spec.size:,}: it is not the right file")
-            with zf.open(info) as src, open(out_path, "wb") as out:
+            with zf.open(info) as src:
                 got = _copy(src, out, digest, "unpack", spec.size, on_progress,
                             limit=spec.size, what=what)
     except FetchError:
@@ -363,8 +337,7 @@ def _unpack(spec: CorpusSpec, archive: Path, out_path: Path,
         raise FetchError(f"{what} is not a valid zip archive ({exc}): the download is "
                          f"corrupt; try again") from None
     except OSError as exc:
-        raise FetchError(f"cannot unpack {spec.name} into {out_path.parent}: "
-                         f"{exc.strerror or exc}") from None
+        raise FetchError(f"cannot unpack {spec.name}: {exc.strerror or exc}") from None
     if got != spec.size:
         raise FetchError(f"{what} unpacked to {got:,} bytes, expected {spec.size:,}: the "
                          f"archive is corrupt; try again")
@@ -376,7 +349,7 @@ def _unpack(spec: CorpusSpec, archive: Path, out_path: Path,
 def _copy(src: BinaryIO, out: BinaryIO | None, digest, stage: str, total: Optional[int],
           on_progress: ProgressFn | None, *, limit: Optional[int] = None,
           what: str = "") -> int:
-    """Copy in chunks, hashing and reporting progress; fsync `out` at the end. Returns bytes."""
+    """Copy in chunks, hashing and reporting progress. Returns the bytes copied."""
     done = 0
     if on_progress:
         on_progress(stage, 0, total)
@@ -393,9 +366,6 @@ def _copy(src: BinaryIO, out: BinaryIO | None, digest, stage: str, total: Option
             out.write(chunk)
         if on_progress:
             on_progress(stage, done, total)
-    if out is not None:
-        out.flush()
-        os.fsync(out.fileno())
     return done
 
 

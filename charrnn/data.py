@@ -28,6 +28,7 @@ from typing import Iterator
 import torch
 
 from charrnn.errors import DataError
+from charrnn.fsutil import atomic_write, write_text_atomic
 from charrnn.vocab import Vocab
 
 CACHE_MIN_BYTES = 1 << 20  # smaller files load faster than a cache lookup would save
@@ -165,20 +166,17 @@ def _load_cached(base: Path) -> tuple[Vocab, torch.Tensor] | None:
 
 
 def _store_cached(base: Path, vocab: Vocab, ids: torch.Tensor) -> None:
-    """Write ids and vocab atomically; a cache that cannot be written is simply skipped."""
+    """Write ids, then vocab, each in one rename; a cache that cannot be written is skipped."""
     try:
         base.parent.mkdir(parents=True, exist_ok=True)
-        tmp = base.with_suffix(f".ids.tmp{os.getpid()}")
-        with open(tmp, "wb") as fh:
+        with atomic_write(base.with_suffix(".ids"), durable=False) as fh:
             fh.truncate(len(ids) * ids.element_size())
-        # a shared memory map of the new file: copy_ writes the ids straight into it
-        torch.from_file(str(tmp), shared=True, size=len(ids), dtype=ids.dtype).copy_(ids)
-        os.replace(tmp, base.with_suffix(".ids"))
+            fh.flush()
+            # a shared memory map of the new file: copy_ writes the ids straight into it
+            torch.from_file(fh.name, shared=True, size=len(ids), dtype=ids.dtype).copy_(ids)
         meta = {"vocab": vocab.chars, "dtype": str(ids.dtype).removeprefix("torch."),
                 "length": len(ids)}
-        tmp = base.with_suffix(f".json.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(meta), encoding="utf-8")
-        os.replace(tmp, base.with_suffix(".json"))
+        write_text_atomic(base.with_suffix(".json"), json.dumps(meta), durable=False)
     except (OSError, RuntimeError):
         pass
 
@@ -205,6 +203,26 @@ def load_corpus(path: str, val_fraction: float = 0.1, errors: str = "strict",
     vocab, ids = loaded
     train, val = split(ids, val_fraction)
     return Corpus(vocab, ids, train, val, "<stdin>" if path == "-" else str(path), cached)
+
+
+def load_training_corpus(cfg) -> Corpus:
+    """The corpus a config names (a path, or a known corpus fetched by `charrnn data get`).
+
+    Used by training and by `charrnn eval`, which rebuilds the validation split from it.
+    """
+    path = cfg.data.path
+    if cfg.data.corpus:
+        from charrnn.corpora import corpus_path
+        path = str(corpus_path(cfg.data.corpus))
+    if not path:
+        raise DataError("no training text: set data.path in the config, or pass --data PATH "
+                        "(- for stdin)")
+    corpus = load_corpus(path, cfg.data.val_fraction, cfg.data.encoding_errors)
+    if cfg.data.val_fraction > 0 and len(corpus.val) < 2:
+        raise DataError(f"the validation split of {corpus.source} is only {len(corpus.val)} "
+                        f"character(s): raise data.val_fraction, use a longer text, or set "
+                        f"data.val_fraction: 0")
+    return corpus
 
 
 def split(ids: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:

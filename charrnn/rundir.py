@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from charrnn.errors import RunDirError
+from charrnn.fsutil import write_text_atomic
 
 LOCK_NAME = "train.lock"
 CHECKPOINT_NAMES = ("last.pt", "best.pt")
@@ -102,9 +103,7 @@ class MetricsLog:
         if resume_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
                     if line.strip() and _step_of(line) <= resume_step]
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-            os.replace(tmp, self.path)
+            write_text_atomic(self.path, "".join(line + "\n" for line in kept))
         self.fh = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict) -> None:

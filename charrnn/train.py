@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from charrnn.checkpoint import (capture_rng, load_checkpoint, resolve_checkpoint, restore_rng,
                                 save_checkpoint)
 from charrnn.config import Config, apply_overrides, config_from_dict, save_config
-from charrnn.data import Corpus, StreamBatcher, load_corpus
+from charrnn.data import Corpus, StreamBatcher, load_training_corpus
 from charrnn.device import autocast, resolve_device, seed_everything, set_threads
-from charrnn.errors import DataError, RunDirError, TrainingFailed
+from charrnn.errors import RunDirError, TrainingFailed
 from charrnn.evaluate import stream_loss
 from charrnn.models import build_model, check_model_type, count_parameters, detach_hidden
 from charrnn.rundir import MetricsLog, RunLock, check_new_run, clear_run
@@ -115,23 +115,6 @@ def _hidden_to(hidden, device):
     if isinstance(hidden, (tuple, list)):
         return tuple(h.to(device) for h in hidden)
     return hidden.to(device)
-
-
-def load_training_corpus(cfg: Config) -> Corpus:
-    """The corpus a config names (a path, or a known corpus fetched by `charrnn data get`)."""
-    path = cfg.data.path
-    if cfg.data.corpus:
-        from charrnn.corpora import corpus_path
-        path = str(corpus_path(cfg.data.corpus))
-    if not path:
-        raise DataError("no training text: set data.path in the config, or pass --data PATH "
-                        "(- for stdin)")
-    corpus = load_corpus(path, cfg.data.val_fraction, cfg.data.encoding_errors)
-    if cfg.data.val_fraction > 0 and len(corpus.val) < 2:
-        raise DataError(f"the validation split of {corpus.source} is only {len(corpus.val)} "
-                        f"character(s): raise data.val_fraction, use a longer text, or set "
-                        f"data.val_fraction: 0")
-    return corpus
 
 
 def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,

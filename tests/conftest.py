@@ -1,4 +1,4 @@
-"""Shared fixtures: the CLI through subprocess, a trained tiny run, and optional corpora."""
+"""Shared fixtures: the CLI through subprocess, a trained tiny run, and the committed corpora."""
 
 from __future__ import annotations
 
@@ -13,14 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
 FOODCHAIN = ROOT / "data" / "foodchain.txt"
-
-
-def shakespeare_file() -> Path | None:
-    """Tiny Shakespeare from $CHARRNN_SHAKESPEARE, else ../shared/data beside the checkout."""
-    env = os.environ.get("CHARRNN_SHAKESPEARE")
-    candidates = [Path(env)] if env else []
-    candidates.append(ROOT.parent / "shared" / "data" / "tinyshakespeare.txt")
-    return next((p for p in candidates if p.is_file()), None)
+SHAKESPEARE = ROOT / "data" / "tinyshakespeare.txt"  # committed, see data/README.md
 
 
 def run_cli(*args: str, input: str | bytes | None = None, cwd: Path | None = None,
@@ -44,6 +37,26 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+@pytest.fixture
+def renames(monkeypatch) -> list[tuple[Path, Path]]:
+    """Every os.replace(src, dst) made during a test, to check writes go through fsutil."""
+    done: list[tuple[Path, Path]] = []
+    real = os.replace
+
+    def spy(src, dst, *args, **kwargs):
+        done.append((Path(src), Path(dst)))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", spy)
+    return done
+
+
+def assert_written_atomically(renames: list[tuple[Path, Path]], target: Path) -> None:
+    """`target` was written by charrnn.fsutil.atomic_write: its temp file renamed over it."""
+    from charrnn.fsutil import temp_path
+    assert (temp_path(Path(target)), Path(target)) in renames, renames
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A run directory trained once with configs/tiny.yaml (the demo model)."""
@@ -63,11 +76,8 @@ def run_copy(tiny_run, tmp_path) -> Path:
 
 @pytest.fixture
 def shakespeare() -> Path:
-    path = shakespeare_file()
-    if path is None:
-        pytest.skip("Tiny Shakespeare not found (set CHARRNN_SHAKESPEARE or provide "
-                    "../shared/data/tinyshakespeare.txt)")
-    return path
+    """Tiny Shakespeare, committed under data/ (so no test skips for want of it)."""
+    return SHAKESPEARE
 
 
 def pytest_collection_modifyitems(config, items):

@@ -7,8 +7,7 @@ import pytest
 from charrnn.config import (Config, apply_overrides, config_from_dict, load_config,
                             parse_override, save_config)
 from charrnn.errors import ConfigError
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, SHAKESPEARE, assert_written_atomically
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
@@ -99,3 +98,28 @@ def test_saved_config_round_trips(tmp_path):
     cfg = load_config(ROOT / "configs" / "tiny.yaml", ["model.type=rnn"])
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml").to_dict() == cfg.to_dict()
+
+
+def test_saved_config_is_written_atomically(tmp_path, renames):
+    save_config(Config(), tmp_path / "config.yaml")
+    assert_written_atomically(renames, tmp_path / "config.yaml")
+
+
+def test_metrics_rewrite_on_resume_is_atomic(tmp_path, renames):
+    from charrnn.rundir import MetricsLog
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 5}\n{"step": 10}\n')
+    MetricsLog(path, resume_step=5).close()
+    assert path.read_text() == '{"step": 5}\n'
+    assert_written_atomically(renames, path)
+
+
+@pytest.mark.parametrize("name", ["shakespeare.yaml", "shakespeare-cpu.yaml"])
+def test_shakespeare_configs_work_offline_from_any_folder(name, tmp_path, monkeypatch):
+    from charrnn.data import load_training_corpus
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHARRNN_DATA_DIR", str(tmp_path / "no-corpora"))
+    cfg = load_config(ROOT / "configs" / name)
+    assert Path(cfg.data.path).resolve() == SHAKESPEARE
+    corpus = load_training_corpus(cfg)
+    assert len(corpus.ids) == 1_115_394 and len(corpus.vocab) == 65

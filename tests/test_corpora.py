@@ -18,7 +18,7 @@ import pytest
 from charrnn import corpora
 from charrnn.corpora import CorpusSpec, FetchError, corpus_path, fetch, list_corpora
 from charrnn.errors import DataError
-from conftest import run_cli
+from conftest import assert_written_atomically, run_cli
 
 NO_PROXY = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
 
@@ -253,6 +253,19 @@ def test_zip_corpus_is_unpacked_and_verified(toy_zip, tmp_path):
     assert (tmp_path / "toy.txt").read_bytes() == TOY_TEXT
     assert [p.name for p in tmp_path.iterdir()] == ["toy.txt"]  # the archive is gone
     assert not fetch("toyzip", tmp_path).downloaded
+
+
+def test_downloads_are_written_through_the_atomic_write_helper(toy_zip, server, tmp_path,
+                                                               monkeypatch, renames):
+    result = fetch("toyzip", tmp_path / "zipped")
+    assert_written_atomically(renames, result.path)
+    plain = replace(toy_zip[0], name="toyplain", url=server.serve("/toy.txt", TOY_TEXT),
+                    member=None, archive_size=None)
+    monkeypatch.setitem(corpora.CORPORA, "toyplain", plain)
+    result = fetch("toyplain", tmp_path / "plain")
+    assert result.path.read_bytes() == TOY_TEXT
+    assert_written_atomically(renames, result.path)
+    assert [p.name for p in (tmp_path / "plain").iterdir()] == ["toy.txt"]
 
 
 def test_zip_with_a_corrupt_member_is_rejected(toy_zip, server, tmp_path, monkeypatch):

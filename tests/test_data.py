@@ -3,9 +3,12 @@
 import torch
 import pytest
 
-from charrnn.data import StreamBatcher, eval_windows, load_corpus, read_bytes, split
+from charrnn.data import (StreamBatcher, eval_windows, load_corpus, load_training_corpus,
+                          read_bytes, split)
 from charrnn.errors import DataError
+from charrnn.config import Config
 from charrnn.vocab import Vocab
+from conftest import assert_written_atomically
 
 
 def test_vocab_round_trip_and_order():
@@ -71,13 +74,28 @@ def test_split_takes_the_last_fraction():
     assert train.tolist() == list(range(90)) and val.tolist() == list(range(90, 100))
 
 
-def test_large_files_are_cached_and_memory_mapped(tmp_path, monkeypatch):
+def test_load_training_corpus_reads_the_configured_text(tmp_path):
+    (tmp_path / "t.txt").write_text("abcdefghij" * 10)
+    cfg = Config()
+    cfg.data.path, cfg.data.val_fraction = str(tmp_path / "t.txt"), 0.2
+    corpus = load_training_corpus(cfg)
+    assert len(corpus.train) == 80 and len(corpus.val) == 20
+    cfg.data.path = None
+    with pytest.raises(DataError, match="no training text"):
+        load_training_corpus(cfg)
+
+
+def test_large_files_are_cached_and_memory_mapped(tmp_path, monkeypatch, renames):
     monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
     text = ("the quick brown fox jumps over the lazy dog\n" * 30000)
     (tmp_path / "big.txt").write_text(text)
     first = load_corpus(str(tmp_path / "big.txt"), val_fraction=0.1)
     second = load_corpus(str(tmp_path / "big.txt"), val_fraction=0.1)
     assert not first.cached and second.cached
+    written = {dst.suffix for _, dst in renames}
+    assert written == {".ids", ".json"}
+    for _, dst in renames:
+        assert_written_atomically(renames, dst)
     assert second.vocab == first.vocab and torch.equal(second.ids, first.ids)
     (tmp_path / "big.txt").write_text(text + "changed")  # a changed file is read again
     third = load_corpus(str(tmp_path / "big.txt"), val_fraction=0.1)
@@ -90,11 +108,25 @@ def test_stream_batcher_layout():
     assert b.windows_per_pass == 3
     x, y, reset = b.batch(0)
     assert reset and x.tolist() == [[0, 1, 2, 3], [12, 13, 14, 15]]
-    assert y.tolist() == [[1, 2, 3, 4], [13, 14, 15, 16]]
     x, _, reset = b.batch(1)
     assert not reset and x.tolist() == [[4, 5, 6, 7], [16, 17, 18, 19]]
     x, _, reset = b.batch(3)  # a new pass starts again at window 0
     assert reset and b.position(3) == (1, 0) and x[0, 0].item() == 0
+
+
+@pytest.mark.parametrize("length,batch,seq", [(25, 2, 4), (1000, 7, 13), (64, 3, 5)])
+def test_stream_batcher_targets_are_the_inputs_shifted_by_one(length, batch, seq):
+    """Every stream reads the text contiguously, and each target is the next character."""
+    ids = torch.randperm(length)  # distinct ids: each position is identifiable
+    b = StreamBatcher(ids, batch_size=batch, seq_len=seq)
+    xs, ys = zip(*(b.batch(step)[:2] for step in range(b.windows_per_pass)))
+    x, y = torch.cat(xs, dim=1), torch.cat(ys, dim=1)  # (batch, windows * seq)
+    assert x.dtype == y.dtype == torch.int64
+    per_stream = (length - 1) // batch
+    for s in range(batch):
+        start = s * per_stream
+        assert torch.equal(x[s], ids[start:start + x.size(1)])
+        assert torch.equal(y[s], ids[start + 1:start + 1 + x.size(1)])
 
 
 def test_too_short_text_says_how_much_is_needed():

@@ -1,4 +1,4 @@
-"""Quality on a real corpus (slow; skipped where Tiny Shakespeare is absent)."""
+"""Quality on a real corpus: Tiny Shakespeare, committed under data/ (slow)."""
 
 import json
 
