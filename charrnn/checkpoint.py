@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import pickletools
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -85,18 +86,26 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     """Load and check a checkpoint without unpickling anything but tensors and plain data."""
     path = resolve_checkpoint(path)
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if not head:
+        raise CheckpointError(f"{path}: empty file, not a charrnn checkpoint")
+    try:
         with warnings.catch_warnings():  # torch's notes on foreign pickles are not for users
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError,
+            KeyError, IndexError) as exc:
+        if head != _ZIP_MAGIC and not _holds_objects(path):
+            raise CheckpointError(f"{path}: not a charrnn checkpoint (not a file written by "
+                                  f"torch.save)") from None
+        if head != _ZIP_MAGIC or ("weights only" in str(exc).lower()
+                                  or "weights_only" in str(exc)):
             raise CheckpointError(
                 f"{path}: refused to load: it holds Python objects beyond tensors and plain data "
                 f"(a pickle that could run code), which a charrnn checkpoint never does") from None
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not written by "
-                              f"torch.save)") from None
-    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, KeyError,
-            IndexError) as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: "
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
                               ) from None
@@ -117,6 +126,29 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
             raise CheckpointError(f"{path}: checkpoint is missing '{key}'")
     state["path"] = str(path)
     return state
+
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
+_OBJECT_OPCODES = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX",
+                   "BUILD"}
+
+
+def _holds_objects(path: Path) -> bool:
+    """Whether a file that is not a torch archive is a pickle naming Python objects.
+
+    The opcodes are only read (pickletools), never run; a text or other file stops at its first
+    byte that is not an opcode.
+    """
+    found = False
+    try:
+        with open(path, "rb") as fh:
+            for op, _, _ in pickletools.genops(fh):
+                found = found or op.name in _OBJECT_OPCODES
+                if op.name == "STOP":  # a whole pickle, read to its end
+                    return found
+    except Exception:  # noqa: BLE001 - anything unparsable is simply not a pickle of objects
+        pass
+    return False
 
 
 def capture_rng(device: torch.device) -> dict:

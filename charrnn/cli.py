@@ -23,8 +23,8 @@ except ImportError:  # pragma: no cover - older typer on top of click
     from click import exceptions as cli_errors
 
 from charrnn import __version__
-from charrnn.cli_common import CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, _load_model, \
-    _reporter
+from charrnn.cli_common import (CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, choose_checkpoint,
+                                decode_escapes, load_model, make_reporter, naming_checkpoint)
 from charrnn.cli_data import data_app
 from charrnn.cli_sample import sample_cmd
 from charrnn.cli_view import plot_cmd
@@ -123,7 +123,7 @@ def train_cmd(
     if data is not None:
         cfg.data.corpus = None  # an explicit --data wins over a named corpus
 
-    reporter = _reporter(quiet)
+    reporter = make_reporter(quiet)
     stop = {"requested": False}
 
     def on_signal(signum, frame):
@@ -161,11 +161,16 @@ app.command("sample")(sample_cmd)
 def eval_cmd(
     text_file: Optional[str] = typer.Argument(
         None, metavar="[TEXT_FILE|-]",
-        help="Text to score (- for stdin). Default: the validation split of the text the model "
-             "was trained on.", show_default=False),
+        help="Text to score (- for stdin). Default: stdin when it is not a terminal and not "
+             "empty, else the validation split of the text the model was trained on.",
+        show_default=False),
     checkpoint: Optional[str] = CHECKPOINT_OPTION,
+    unknown: str = typer.Option(
+        "error", "--unknown", metavar="error|skip",
+        help="Characters the model has never seen: error (the default), or skip them, scoring "
+             "the rest as if they were not in the text; their count is reported."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: loss, bpc, "
-                                                       "perplexity, chars."),
+                                                       "perplexity, chars, skipped."),
     device: str = DEVICE_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -173,30 +178,59 @@ def eval_cmd(
 
     Example: charrnn eval --checkpoint runs/tiny data/foodchain.txt --json
     """
-    from charrnn.data import load_training_corpus, read_text
+    from charrnn.data import read_text
     from charrnn.evaluate import evaluate_text, stream_loss, summarize
+    from charrnn.vocab import describe_chars
 
-    reporter = _reporter(quiet)
-    model, vocab, cfg, note, dev = _load_model(checkpoint, device)
+    if unknown not in ("error", "skip"):
+        raise cli_errors.BadParameter(f"expected error or skip, got {unknown!r}",
+                                      param_hint="'--unknown'")
+    reporter = make_reporter(quiet)
+    text, what = None, None
     if text_file is not None:
-        text = read_text(text_file)
-        vocab.check(text, "the text")
-        reporter.info(note)
-        result = evaluate_text(model, vocab, text, dev)
-    else:
-        corpus = load_training_corpus(cfg)
-        if corpus.vocab != vocab or len(corpus.val) < 2:
-            raise DataError(f"cannot rebuild the validation split of {corpus.source}: give "
-                            f"the TEXT_FILE to score")
-        reporter.info(note)
-        reporter.info(f"scoring the validation split of {corpus.source} "
-                      f"({len(corpus.val):,} characters)")
-        result = summarize(*stream_loss(model, corpus.val, dev))
+        text, what = read_text(text_file), ("stdin" if text_file == "-" else text_file)
+    elif sys.stdin is not None and not sys.stdin.isatty():
+        text, what = read_text("-"), "stdin"  # as wc does; an empty stdin means no text
+        text = text or None
+    loaded = load_model(checkpoint, device)
+    with loaded.blame():
+        if text is not None:
+            result = evaluate_text(loaded.model, loaded.vocab, text, loaded.device,
+                                   unknown=unknown)
+            reporter.info(loaded.note)
+            reporter.info(f"scored {what} ({len(text):,} characters)")
+            if result["skipped"]:
+                reporter.info(f"skipped {result['skipped']:,} occurrence(s) of "
+                              f"{describe_chars(loaded.vocab.missing(text))}: not in the "
+                              f"model's vocab")
+        else:
+            corpus = _validation_corpus(loaded)
+            reporter.info(loaded.note)
+            reporter.info(f"scoring the validation split of {corpus.source} "
+                          f"({len(corpus.val):,} characters)")
+            result = {**summarize(*stream_loss(loaded.model, corpus.val, loaded.device)),
+                      "skipped": 0}
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
+        skipped = f"  skipped {result['skipped']:,}" if unknown == "skip" else ""
         sys.stdout.write(f"loss {result['loss']:.4f} nats/char  bpc {result['bpc']:.4f}  "
-                         f"perplexity {result['perplexity']:.3f}  chars {result['chars']:,}\n")
+                         f"perplexity {result['perplexity']:.3f}  chars {result['chars']:,}"
+                         f"{skipped}\n")
+
+
+def _validation_corpus(loaded):
+    """The training text of a model, to score its validation split, if it can be rebuilt."""
+    from charrnn.data import load_training_corpus
+    cfg = loaded.cfg
+    if cfg.data.path == "-" and not cfg.data.corpus:
+        raise DataError("cannot rebuild the validation split: the model was trained on text "
+                        "from stdin; give the TEXT_FILE to score, or pipe it in")
+    corpus = load_training_corpus(cfg)
+    if corpus.vocab != loaded.vocab or len(corpus.val) < 2:
+        raise DataError(f"cannot rebuild the validation split of {corpus.source}: give "
+                        f"the TEXT_FILE to score")
+    return corpus
 
 
 # ------------------------------------------------------------------------------------ info
@@ -213,10 +247,11 @@ def info_cmd(
 
     Example: charrnn info runs/tiny
     """
-    from charrnn.checkpoint import find_default_checkpoint, load_checkpoint, resolve_checkpoint
+    from charrnn.checkpoint import load_checkpoint
 
-    ckpt = resolve_checkpoint(path) if path else find_default_checkpoint()[0]
-    state = load_checkpoint(ckpt)
+    ckpt, why = choose_checkpoint(path)
+    with naming_checkpoint(ckpt, why):
+        state = load_checkpoint(ckpt)
     model_cfg = state["config"]["model"]
     info = {
         "path": str(ckpt), "model": model_cfg["type"],

@@ -1,51 +1,109 @@
-"""Options and helpers shared by the command modules (cli.py, cli_sample.py, ...)."""
+"""What the command modules share: common options, the reporter, and loading a model to use.
+
+Imported by cli.py and by each command-group module; imports nothing heavy at module level
+(torch loads inside `load_model`), so `charrnn --help` stays fast.
+"""
 
 from __future__ import annotations
 
-from typing import Optional
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
 
 import typer
 
+from charrnn.errors import CharRNNError
 
-# options shared by several commands
 CHECKPOINT_OPTION = typer.Option(
     None, "--checkpoint", "-c", metavar="CKPT|RUN_DIR",
     help="Checkpoint file or run directory (its best.pt). Default: $CHARRNN_CHECKPOINT, else "
-         "the newest best.pt under ./runs.")
+         "the best.pt of the run started most recently under ./runs.")
 DEVICE_OPTION = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")
 
 
-def _reporter(quiet: bool):
+def make_reporter(quiet: bool):
     from charrnn.report import Reporter
     return Reporter(quiet=quiet)
 
 
-def _load_model(checkpoint: Optional[str], device_spec: str):
-    """Find, load and rebuild the model of a checkpoint; also a note naming the file."""
-    from charrnn.checkpoint import find_default_checkpoint, load_checkpoint, resolve_checkpoint
+def decode_escapes(text: str) -> str:
+    """`\\n`, `\\0` and other backslash escapes in an option value, other text kept as is."""
+    if "\\" not in text:
+        return text
+    return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, with what the commands say about it."""
+
+    model: Any
+    vocab: Any
+    cfg: Any
+    device: Any
+    path: Path
+    why: Optional[str]  # the rule that chose the checkpoint; None when the user named it
+    step: int
+
+    @property
+    def note(self) -> str:
+        return f"using checkpoint {self.path}" + (f" ({self.why})" if self.why else "") + \
+            f", step {self.step}"
+
+    @contextmanager
+    def blame(self) -> Iterator[None]:
+        """Errors raised inside name the checkpoint when it was chosen automatically."""
+        with naming_checkpoint(self.path, self.why):
+            yield
+
+
+@contextmanager
+def naming_checkpoint(path: Path | str, why: Optional[str]) -> Iterator[None]:
+    """Add the checkpoint and why it was chosen to an error that does not name it already."""
+    try:
+        yield
+    except CharRNNError as exc:
+        if why is None or str(path) in str(exc):
+            raise
+        raise type(exc)(f"{exc} (checkpoint {path}: {why})") from exc
+
+
+def choose_checkpoint(checkpoint: Optional[str]) -> tuple[Path, Optional[str]]:
+    """The checkpoint a user named, else the default one and the rule that chose it."""
+    from charrnn.checkpoint import find_default_checkpoint, resolve_checkpoint
+    if checkpoint:
+        return resolve_checkpoint(checkpoint), None
+    return find_default_checkpoint()
+
+
+def load_model(checkpoint: Optional[str], device_spec: str) -> LoadedModel:
+    """Find a checkpoint, rebuild its model on the device, and keep nothing else it holds.
+
+    The checkpoint is read into CPU memory and only the model moves to the device: the
+    optimizer state (twice the weights for Adam) is dropped, never copied to a GPU.
+    """
+    from charrnn.checkpoint import load_checkpoint
     from charrnn.config import config_from_dict
     from charrnn.device import resolve_device, set_threads
     from charrnn.models import build_model
     from charrnn.vocab import Vocab
 
-    if checkpoint:
-        path, why = resolve_checkpoint(checkpoint), None
-    else:
-        path, why = find_default_checkpoint()
-    device = resolve_device(device_spec)
-    set_threads(None)
-    state = load_checkpoint(path, map_location=device)
-    cfg = config_from_dict(state["config"], source=f"{path} (config)")
-    model = build_model(cfg.model, len(state["vocab"]))
-    model.load_state_dict(state["model"])
-    model.to(device).eval()
-    note = f"using checkpoint {path}" + (f" ({why})" if why else "") + f", step {state['step']}"
-    return model, Vocab(state["vocab"]), cfg, note, device
-
-
-def _decode_escapes(text: str) -> str:
-    """`\\n`, `\\0` and other backslash escapes in an option value, other text kept as is."""
-    if "\\" not in text:
-        return text
-    return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    path, why = choose_checkpoint(checkpoint)
+    with naming_checkpoint(path, why):
+        device = resolve_device(device_spec)
+        set_threads(None)
+        state = load_checkpoint(path, map_location="cpu")
+        state.pop("optimizer", None)
+        cfg = config_from_dict(state["config"], source=f"{path} (config)")
+        model = build_model(cfg.model, len(state["vocab"]))
+        try:
+            model.load_state_dict(state.pop("model"))
+        except (RuntimeError, KeyError, TypeError) as exc:
+            from charrnn.errors import CheckpointError
+            raise CheckpointError(f"{path}: its weights do not fit its model config "
+                                  f"({str(exc).splitlines()[0]})") from None
+        model.to(device).eval()
+        vocab = Vocab(state["vocab"])
+    return LoadedModel(model, vocab, cfg, device, path, why, state["step"])

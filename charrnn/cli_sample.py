@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from charrnn.cli_common import (CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, _decode_escapes,
-                                _load_model, _reporter)
+from charrnn.cli_common import (CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, decode_escapes,
+                                load_model, make_reporter)
 from charrnn.errors import DataError
 
 
@@ -58,7 +58,7 @@ def sample_cmd(
     from charrnn.data import read_text
     from charrnn.sampling import check_options, generate
 
-    reporter = _reporter(quiet)
+    reporter = make_reporter(quiet)
     greedy_or_temp = temperature if temperature is not None else 0.8
     check_options(length or 0, greedy_or_temp, top_k, top_p, greedy)
     primes = [prime]
@@ -66,10 +66,12 @@ def sample_cmd(
         primes = [line for line in read_text(prime_file).splitlines() if line]
         if not primes:
             raise DataError(f"--prime-file {prime_file}: no primes in it (one per line)")
-    model, vocab, cfg, note, dev = _load_model(checkpoint, device)
-    for p in primes:
-        vocab.check(p, f"the prime {p!r}")
-    reporter.info(note)  # only once every input is known to be good
+    loaded = load_model(checkpoint, device)
+    model, vocab, cfg, dev = loaded.model, loaded.vocab, loaded.cfg, loaded.device
+    with loaded.blame():
+        for p in primes:
+            vocab.check(p, f"the prime {p!r}")
+    reporter.info(loaded.note)  # only once every input is known to be good
     s = cfg.sample
     primes = [p for p in primes for _ in range(num_samples)]
     steps = generate(model, vocab, primes, s.length if length is None else length, device=dev,
@@ -95,6 +97,6 @@ def sample_cmd(
         out.write(json.dumps([{"prime": p, "text": t} for p, t in zip(primes, texts)],
                              ensure_ascii=False) + "\n")
     else:
-        sep = _decode_escapes(separator)
+        sep = decode_escapes(separator)
         out.write("".join(p + t + sep for p, t in zip(primes, texts)))
     out.flush()

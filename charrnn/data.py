@@ -97,20 +97,23 @@ def _locate(offset: int, parts: list[tuple[str, int]]) -> tuple[str, int]:
     return parts[-1][0], offset
 
 
-def decode_utf8(raw: bytearray, parts: list[tuple[str, int]], errors: str = "strict") -> str:
+TRAINING_ADVICE = "convert it to UTF-8, or set data.encoding_errors: replace"
+
+
+def decode_utf8(raw: bytearray, parts: list[tuple[str, int]], errors: str = "strict",
+                advice: str = TRAINING_ADVICE) -> str:
     """UTF-8 text of `raw`; an invalid byte is a DataError naming its file and byte offset."""
     try:
         return raw.decode("utf-8", errors=errors)
     except UnicodeDecodeError as exc:
         name, offset = _locate(exc.start, parts)
         raise DataError(f"{name} is not UTF-8 text: invalid byte 0x{raw[exc.start]:02x} at "
-                        f"byte offset {offset} (convert it to UTF-8, or set "
-                        f"data.encoding_errors: replace)") from None
+                        f"byte offset {offset} ({advice})") from None
 
 
 def read_text(path: str) -> str:
-    """A file, folder or stdin (`-`) as UTF-8 text."""
-    return decode_utf8(*read_bytes(path))
+    """A file, folder or stdin (`-`) as UTF-8 text (a text to score or prime, not to train on)."""
+    return decode_utf8(*read_bytes(path), advice="convert it to UTF-8")
 
 
 def encode_bytes(raw: bytearray, parts: list[tuple[str, int]],

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from charrnn.data import eval_windows
 from charrnn.device import autocast
 from charrnn.errors import DataError
-from charrnn.vocab import Vocab
+from charrnn.vocab import Vocab, describe_chars
 
 
 @torch.no_grad()
@@ -49,11 +49,21 @@ def summarize(loss: float, chars: int) -> dict:
 
 
 def evaluate_text(model, vocab: Vocab, text: str, device: torch.device, *, streams: int = 16,
-                  seq_len: int = 256) -> dict:
-    """Loss, bits per character and perplexity of `model` on `text` (all but its first char)."""
-    vocab.check(text, "the text")
-    ids = vocab.encode(text)
+                  seq_len: int = 256, unknown: str = "error") -> dict:
+    """Loss, bits per character and perplexity of `model` on `text` (all but its first char).
+
+    `unknown="skip"` drops the characters the vocab lacks before scoring: they are never
+    targets, and never inputs either (the model reads the text as if they were not there; its
+    state is carried across the gap, not reset). The result's `skipped` counts them.
+    """
+    missing = vocab.missing(text)
+    if missing and unknown != "skip":
+        raise DataError(f"the text holds {len(missing)} character(s) not in the model's vocab: "
+                        f"{describe_chars(missing)} (--unknown skip scores the rest)")
+    kept = text.translate({ord(c): None for c in missing}) if missing else text
+    ids = vocab.encode(kept)
     if len(ids) < 2:
-        raise DataError("the text to evaluate needs at least 2 characters")
+        raise DataError("the text to evaluate needs at least 2 characters"
+                        + (" the model knows" if missing else ""))
     loss, chars = stream_loss(model, ids, device, streams=streams, seq_len=seq_len)
-    return summarize(loss, chars)
+    return {**summarize(loss, chars), "skipped": len(text) - len(kept)}

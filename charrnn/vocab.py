@@ -12,7 +12,8 @@ import torch
 from charrnn.errors import DataError
 
 
-def _describe(chars) -> str:
+def describe_chars(chars) -> str:
+    """Up to ten characters, sorted and quoted, and how many more."""
     shown = sorted(chars)[:10]
     more = f" and {len(chars) - 10} more" if len(chars) > 10 else ""
     return ", ".join(repr(c) for c in shown) + more
@@ -54,7 +55,7 @@ class Vocab:
         unknown = self.missing(text)
         if unknown:
             raise DataError(f"{what} holds {len(unknown)} character(s) not in the model's vocab: "
-                            f"{_describe(unknown)}")
+                            f"{describe_chars(unknown)}")
 
     def encode(self, text: str) -> torch.Tensor:
         """Encode a whole text at once into a 1-D tensor of ids (dtype: `self.dtype`)."""

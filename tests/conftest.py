@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -29,6 +30,48 @@ def run_cli(*args: str, input: str | bytes | None = None, cwd: Path | None = Non
     return subprocess.CompletedProcess(proc.args, proc.returncode,
                                        proc.stdout.decode("utf-8", "replace"),
                                        proc.stderr.decode("utf-8", "replace"))
+
+
+class _Terminal(io.RawIOBase):
+    """A terminal nobody types into: reading it would hang a real command."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        raise AssertionError("read from a terminal stdin")
+
+
+class FakeStdin(io.TextIOWrapper):
+    """stdin for in-process CLI runs: a pipe holding `data`, or (None) a terminal."""
+
+    def __init__(self, data: bytes | None):
+        raw = _Terminal() if data is None else io.BytesIO(data)
+        super().__init__(io.BufferedReader(raw), encoding="utf-8")
+        self.terminal = data is None
+
+    def isatty(self) -> bool:
+        return self.terminal
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run `charrnn ARGS` in this process (fast, for bad inputs): (exit code, stdout, stderr).
+
+    `stdin` is bytes piped in, or None for a terminal that fails the test if it is read.
+    """
+    from charrnn.cli import main
+
+    def invoke(*args: str, stdin: bytes | str | None = None) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "stdin",
+                            FakeStdin(stdin.encode() if isinstance(stdin, str) else stdin))
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return exc.value.code, out, err
+
+    return invoke
 
 
 @pytest.fixture(autouse=True)

@@ -35,7 +35,8 @@ def test_eval_reports_low_bits_per_character(tiny_run):
     proc = run_cli("eval", "--checkpoint", str(tiny_run), str(FOODCHAIN), "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert set(result) == {"loss", "bpc", "perplexity", "chars"}
+    assert set(result) == {"loss", "bpc", "perplexity", "chars", "skipped"}
+    assert result["skipped"] == 0
     assert result["bpc"] < 0.2
     assert math.isclose(result["bpc"], result["loss"] / math.log(2))
     assert result["chars"] == len(FOODCHAIN.read_text()) - 1
@@ -44,8 +45,9 @@ def test_eval_reports_low_bits_per_character(tiny_run):
 
 
 def test_eval_without_a_text_scores_the_validation_split(tiny_run):
-    proc = run_cli("eval", "--checkpoint", str(tiny_run / "best.pt"), "--json")
+    proc = run_cli("eval", "--checkpoint", str(tiny_run / "best.pt"), "--json", input="")
     assert proc.returncode == 0, proc.stderr
+    assert "scoring the validation split" in proc.stderr  # an empty stdin is no text
     saved = torch.load(tiny_run / "best.pt", weights_only=True)
     assert json.loads(proc.stdout)["loss"] == pytest.approx(saved["val_loss"], rel=1e-4)
 
@@ -151,3 +153,79 @@ def test_cuda_training_resumes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "from step 50 to 100" in proc.stderr and "on cuda" in proc.stderr
     assert torch.load(out / "last.pt", weights_only=True, map_location="cpu")["step"] == 100
+
+
+# ----------------------------------------------------------------------------- eval inputs
+
+def test_eval_skips_unknown_characters_when_asked(tiny_run, cli):
+    text = FOODCHAIN.read_text()
+    dirty = "XX" + text[:300] + "Q!" + text[300:] + "Z"
+    code, _, err = cli("eval", "-c", tiny_run, "-", stdin=dirty)
+    assert code == 2 and err.count("error:") == 1
+    assert "'!', 'Q', 'X', 'Z'" in err and "--unknown skip" in err
+    code, out, err = cli("eval", "-c", tiny_run, "-", "--unknown", "skip", "--json", stdin=dirty)
+    assert code == 0, err
+    skipped = json.loads(out)
+    assert skipped["skipped"] == 5 and skipped["chars"] == len(text) - 1
+    # the unknown characters are dropped, not replaced: the score is that of the clean text
+    _, clean, _ = cli("eval", "-c", tiny_run, "-", "--json", stdin=text)
+    assert skipped["loss"] == pytest.approx(json.loads(clean)["loss"], rel=1e-6)
+    assert "skipped 5 occurrence(s)" in err and "'Q'" in err
+    code, out, _ = cli("eval", "-c", tiny_run, "-", "--unknown", "skip", stdin=dirty)
+    assert code == 0 and out.rstrip().endswith("skipped 5")
+    code, _, err = cli("eval", "-c", tiny_run, "-", "--unknown", "maybe", stdin=text)
+    assert code == 2 and "--unknown" in err and "error or skip" in err
+
+
+def test_eval_reads_piped_stdin_and_says_what_it_scores(tiny_run, cli):
+    text = FOODCHAIN.read_text()[:2000]
+    code, out, err = cli("eval", "-c", tiny_run, "--json", stdin=text)
+    assert code == 0, err
+    assert json.loads(out)["chars"] == len(text) - 1
+    assert "scored stdin (2,000 characters)" in err
+
+
+def test_eval_of_a_model_trained_on_stdin_does_not_read_a_terminal(tiny_run, tmp_path, cli):
+    state = torch.load(tiny_run / "best.pt", weights_only=True)
+    state["config"]["data"]["path"] = "-"
+    torch.save(state, tmp_path / "piped.pt")
+    for stdin in (None, b""):  # a terminal, or an empty pipe
+        code, out, err = cli("eval", "-c", tmp_path / "piped.pt", stdin=stdin)
+        assert code == 2 and out == "", err
+        assert err.startswith("error: cannot rebuild the validation split") and "stdin" in err
+        assert err.count("\n") == 1
+
+
+def test_eval_and_sample_advice_does_not_name_a_training_setting(tiny_run, tmp_path, cli):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("sharks feed on tuna, caf\xe9".encode("latin-1"))
+    for args in (["eval", "-c", tiny_run, bad], ["sample", "-c", tiny_run, "--prime-file", bad]):
+        code, _, err = cli(*args)
+        assert code == 2 and "not UTF-8" in err and "convert it to UTF-8" in err, err
+        assert "encoding_errors" not in err
+
+
+def test_sample_eval_and_info_load_no_optimizer_onto_the_device(tiny_run, monkeypatch):
+    from charrnn import checkpoint
+    from charrnn.cli_common import load_model
+    real, seen = checkpoint.torch.load, []
+
+    def spy(*args, **kwargs):
+        seen.append(str(kwargs.get("map_location")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "load", spy)
+    loaded = load_model(str(tiny_run), "cpu")
+    assert seen == ["cpu"]  # read into host memory; only the model moves to the device
+    assert not hasattr(loaded, "state") and loaded.step > 0
+    assert next(loaded.model.parameters()).device.type == "cpu"
+
+
+@pytest.mark.cuda
+def test_a_model_loaded_for_sampling_takes_only_its_weights_on_the_gpu(tiny_run):
+    from charrnn.cli_common import load_model
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated()
+    loaded = load_model(str(tiny_run), "cuda")
+    weights = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    assert torch.cuda.memory_allocated() - before <= weights + 4096  # no optimizer moments

@@ -104,7 +104,7 @@ BAD_INPUT = [
      "refused to load"),
     ("pickle-hostile", lambda t, r: ["train", "--resume", _checkpoint_variant(r, t,
                                                                               "hostile-pickle")],
-     "checkpoint"),
+     "a pickle that could run code"),
     ("prime-unknown-chars", lambda t, r: ["sample", "-c", str(r), "--prime", "SHARKS!"],
      "not in the model's vocab: '!', 'A', 'H'"),
     ("temperature-0", lambda t, r: ["sample", "-c", str(r), "--temperature", "0"], "--greedy"),
@@ -140,6 +140,21 @@ def test_bad_input_gives_one_error_line_exit_2_and_changes_nothing(case, run_cop
     assert not (tmp_path / "PWNED").exists()  # a hostile pickle never ran
 
 
+def test_a_file_that_is_not_a_checkpoint_is_called_so(tmp_path, cli):
+    files = {"config.yaml": b"model: {type: lstm}\n", "notes.txt": b"sharks feed on tuna\n",
+             "empty.pt": b"", "plain.pkl": pickle.dumps({"weights": [1, 2]})}
+    for name, content in files.items():
+        code, out, err = cli("info", _write(tmp_path, name, content))
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert "not a charrnn checkpoint" in err and "could run code" not in err, err
+    for protocol in (0, pickle.HIGHEST_PROTOCOL):
+        evil = _write(tmp_path, f"evil{protocol}.pt", pickle.dumps(Evil(tmp_path / "PWNED"),
+                                                                   protocol=protocol))
+        code, _, err = cli("info", evil)
+        assert code == 2 and "a pickle that could run code" in err, err
+    assert not (tmp_path / "PWNED").exists()
+
+
 def test_debug_shows_the_traceback(tmp_path):
     proc = run_cli("train", str(tmp_path / "nope.yaml"), env={"CHARRNN_DEBUG": "1"})
     assert proc.returncode != 0 and "Traceback" in proc.stderr
@@ -170,7 +185,7 @@ def test_sample_into_head_stops_quietly(tiny_run):
     start = time.monotonic()
     proc = subprocess.run(["bash", "-c", cmd], capture_output=True, timeout=60)
     assert time.monotonic() - start < 30
-    assert proc.returncode in (0, 141)
+    assert proc.returncode == 0  # a closed pipe is how `head` says "enough", not a failure
     assert len(proc.stdout) == 100
     stderr = proc.stderr.decode()
     assert "Traceback" not in stderr and "Broken pipe" not in stderr
