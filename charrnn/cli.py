@@ -27,7 +27,7 @@ from charrnn.cli_common import (CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, 
                                 decode_escapes, load_model, make_reporter, naming_checkpoint)
 from charrnn.cli_data import data_app
 from charrnn.cli_sample import sample_cmd
-from charrnn.cli_view import plot_cmd
+from charrnn.cli_view import plot_cmd, show_cmd
 from charrnn.errors import CharRNNError, DataError
 
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
@@ -280,6 +280,7 @@ def info_cmd(
 
 
 app.command("plot")(plot_cmd)
+app.command("show")(show_cmd)
 
 
 # ------------------------------------------------------------------------------------ entry

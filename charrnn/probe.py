@@ -1,0 +1,206 @@
+"""What a model predicts at each character of a text, and what each of its units does there.
+
+    p = probe_text(model, vocab, "To be, or not to be", torch.device("cpu"))
+    p.logprobs[5], p.top(5)            # log p(text[5] | text[:5]); what it expected there
+    p.units[(0, "f")]                  # forget gate of layer 0: (chars, hidden_size)
+
+Units are the hidden state h of every layer and, for an LSTM, the cell c and the gates i, f, g,
+o. torch's fused nn.LSTM exposes none of them per step, so each layer's h sequence comes from
+running that layer alone (fused), and its gates from one matmul over the whole text with the
+layer's weights; only the cell's elementwise recurrence c_t = f_t c_{t-1} + i_t g_t steps.
+The page `charrnn show --html` draws is `show_page.html` beside this file.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from charrnn.errors import DataError, ModelError
+from charrnn.vocab import Vocab
+
+LSTM_KINDS = ("h", "c", "i", "f", "g", "o")
+TEMPLATE = Path(__file__).with_name("show_page.html")
+
+
+@dataclass
+class Probe:
+    """Per character t: log p(text[t] | text[:t]) (nan for t = 0) and the likeliest choices."""
+    text: str
+    logprobs: torch.Tensor  # (T,) nats
+    top_ids: torch.Tensor  # (T, K): what the model expected at t, likeliest first (row 0 unused)
+    top_probs: torch.Tensor  # (T, K)
+    chars: list[str]  # the vocab
+    units: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)  # (T, H) each
+
+    def surprise_bits(self) -> list[float | None]:
+        return [None if math.isnan(v) else -v / math.log(2) for v in self.logprobs.tolist()]
+
+    def top(self, t: int) -> list[tuple[str, float]]:
+        return [(self.chars[i], p) for i, p in zip(self.top_ids[t].tolist(),
+                                                   self.top_probs[t].tolist())]
+
+    def records(self) -> list[dict]:
+        """One JSON-ready record per character: char, logprob (nats; null for the first), top."""
+        lps, ids, ps = self.logprobs.tolist(), self.top_ids.tolist(), self.top_probs.tolist()
+        return [{"char": ch, "logprob": None if t == 0 else round(lps[t], 5),
+                 "top": None if t == 0 else [[self.chars[i], round(p, 5)]
+                                             for i, p in zip(ids[t], ps[t])]}
+                for t, ch in enumerate(self.text)]
+
+
+def _single_layer(rnn: nn.RNNBase, k: int) -> nn.RNNBase:
+    """Layer k of a fused stack as a module of its own, sharing the weights."""
+    kwargs = {"nonlinearity": rnn.nonlinearity} if isinstance(rnn, nn.RNN) else {}
+    layer = type(rnn)(rnn.input_size if k == 0 else rnn.hidden_size, rnn.hidden_size, 1,
+                      bias=rnn.bias, batch_first=True, **kwargs)
+    layer.load_state_dict({name.replace(f"_l{k}", "_l0"): value
+                           for name, value in rnn.state_dict().items() if name.endswith(f"_l{k}")
+                           or name.endswith(f"_l{k}_reverse")})
+    return layer.to(next(rnn.parameters()).device)
+
+
+def lstm_gates(x: torch.Tensor, h: torch.Tensor, layer: nn.LSTM,
+               c0: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Gates i, f, g, o and cell c of a one-layer LSTM, given its inputs x (T, In) and the h
+    (T, H) it produced; the gates are one matmul over the whole text."""
+    hidden = h.size(1)
+    h_prev = torch.cat([h.new_zeros(1, hidden), h[:-1]])
+    pre = x @ layer.weight_ih_l0.T + h_prev @ layer.weight_hh_l0.T
+    if layer.bias:
+        pre = pre + layer.bias_ih_l0 + layer.bias_hh_l0
+    i, f, g, o = pre.chunk(4, dim=1)
+    i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+    update, forget = (i * g).cpu(), f.cpu()
+    cells = torch.empty_like(update)
+    c = h.new_zeros(hidden).cpu() if c0 is None else c0.cpu()
+    for u_t, f_t, c_t in zip(update.unbind(0), forget.unbind(0), cells.unbind(0)):
+        c = torch.addcmul(u_t, f_t, c, out=c_t)  # elementwise only; the matmuls are above
+    return {"c": cells.to(h.device), "i": i, "f": f, "g": g, "o": o}
+
+
+@torch.no_grad()
+def probe_text(model, vocab: Vocab, text: str, device: torch.device, *, top_k: int = 5,
+               units: bool = True) -> Probe:
+    """Read `text` from a fresh state; log-probs, top-k choices and (optionally) every unit."""
+    if len(text) < 2:
+        raise DataError("the text must be at least 2 characters long (the first one is only "
+                        "read, the others are predicted)")
+    vocab.check(text, "the text")
+    rnn = getattr(model, "rnn", None)
+    if not isinstance(rnn, (nn.RNN, nn.LSTM, nn.GRU)) or rnn.bidirectional or \
+            getattr(rnn, "proj_size", 0):
+        raise ModelError("show works with the rnn, lstm and gru models of charrnn")
+    model.eval()
+    ids = vocab.encode(text).long().to(device)
+    x = model.embed(ids.unsqueeze(0))  # (1, T, E)
+    found: dict[tuple[int, str], torch.Tensor] = {}
+    for k in range(rnn.num_layers):
+        layer = _single_layer(rnn, k)
+        out, _ = layer(x)  # (1, T, H): this layer's h at every step
+        found[(k, "h")] = out[0]
+        if units and isinstance(rnn, nn.LSTM):
+            found.update({(k, kind): v for kind, v in lstm_gates(x[0], out[0], layer).items()})
+        x = out
+    logp = torch.log_softmax(model.head(x[0]).float(), dim=-1)  # (T, V): prediction for t + 1
+    k = min(top_k, len(vocab))
+    top_lp, top_ids = logp.topk(k, dim=-1)
+    picked = logp[:-1].gather(1, ids[1:, None])[:, 0]
+    nan = picked.new_full((1,), math.nan)
+    kinds = LSTM_KINDS if isinstance(rnn, nn.LSTM) else ("h",)
+    return Probe(text, torch.cat([nan, picked]).cpu(),
+                 torch.cat([top_ids[:1], top_ids[:-1]]).cpu(),
+                 torch.cat([top_lp[:1], top_lp[:-1]]).exp().cpu(), list(vocab.chars),
+                 {key: found[key].float().cpu() for key in sorted(found, key=lambda key: (
+                     key[0], kinds.index(key[1]))) if units or key[1] == "h"})
+
+
+# ------------------------------------------------------------------------------ telling units
+
+def text_features(text: str) -> dict[str, torch.Tensor]:
+    """Simple per-character features a unit may track: inside quotes or brackets; position in
+    the line."""
+    inside, depth, quoted, column = [], 0, False, []
+    col = 0
+    for ch in text:  # the quote marks and brackets themselves count as inside
+        closing = (ch == '"' and quoted) or ch in ")]}"
+        if ch == '"' and not quoted:
+            quoted = True
+        elif ch in "([{":
+            depth += 1
+        inside.append(1.0 if quoted or depth else 0.0)
+        if closing:
+            quoted, depth = (False, depth) if ch == '"' else (quoted, max(0, depth - 1))
+        column.append(float(col))
+        col = 0 if ch == "\n" else col + 1
+    return {"inside quotes or brackets": torch.tensor(inside),
+            "position in line": torch.tensor(column)}
+
+
+def telling_units(probe: Probe, count: int = 6) -> list[dict]:
+    """Units worth a look: the largest variance of h, and the strongest correlation with each
+    text feature. Each list is {"title", "units": [[layer, kind, unit, score], ...]}."""
+    keys = list(probe.units)
+    allv = torch.cat([probe.units[k] for k in keys], dim=1)  # (T, all units)
+    index = [(layer, kind, u) for layer, kind in keys
+             for u in range(probe.units[(layer, kind)].size(1))]
+    var, mean = torch.var_mean(allv, dim=0, correction=0)
+    lists = []
+
+    def best(scores: torch.Tensor, title: str) -> None:
+        order = scores.abs().nan_to_num(-1.0).argsort(descending=True)[:count].tolist()
+        lists.append({"title": title, "units": [[*index[j], round(float(scores[j]), 3)]
+                                                for j in order if not scores[j].isnan()]})
+
+    is_h = torch.tensor([kind == "h" for _, kind, _ in index])
+    best(var.masked_fill(~is_h, math.nan), "largest variance of h")
+    for name, feature in text_features(probe.text).items():
+        f = feature - feature.mean()
+        if not f.abs().sum():
+            continue  # the feature is constant in this text
+        # Pearson r for every unit at once: one matrix-vector product over the text
+        cov = (f @ allv) / len(f)
+        corr = cov / (var.sqrt() * f.pow(2).mean().sqrt())
+        best(corr.masked_fill(var < 1e-12, math.nan), f"correlation with {name}")
+    return lists
+
+
+# ------------------------------------------------------------------------------ the page
+
+def _quantized(values: torch.Tensor) -> tuple[dict, str]:
+    """(T, H) floats as unit-major bytes (base64), one a value, and each unit's range."""
+    lo, hi = torch.aminmax(values, dim=0)
+    q = ((values - lo) * (255 / (hi - lo).clamp_min(1e-12))).round_().to(torch.uint8)
+    q = q.T.contiguous()
+    meta = {"lo": [round(v, 4) for v in lo.tolist()], "hi": [round(v, 4) for v in hi.tolist()]}
+    return meta, base64.b64encode(ctypes.string_at(q.data_ptr(), q.numel())).decode("ascii")
+
+
+def page_html(probe: Probe, title: str, model_note: str) -> str:
+    """One self-contained page (inline script, style and data; nothing fetched). Each block of
+    units sits in its own element, decoded only when it is first shown."""
+    units, blocks = [], []
+    for n, ((layer, kind), values) in enumerate(probe.units.items()):
+        meta, data = _quantized(values)
+        units.append({"layer": layer, "kind": kind, "block": f"b{n}", **meta})
+        blocks.append(f'<script type="application/octet-stream" id="b{n}">{data}</script>')
+    data = {"title": title, "model": model_note, "records": probe.records(), "units": units,
+            "telling": telling_units(probe) if probe.units else []}
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    payload = payload.replace("<", "\\u003c")  # no "</script>" can end the data early
+    fill = {"__DATA__": payload, "__TITLE__": _html_escape(title),
+            "__BLOCKS__": "\n".join(blocks)}
+    return re.sub("__DATA__|__TITLE__|__BLOCKS__", lambda m: fill[m.group(0)],
+                  TEMPLATE.read_text(encoding="utf-8"))
+
+
+def _html_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
