@@ -16,8 +16,8 @@ from typing import List, Optional
 
 import typer
 
-from charrnn.cli_common import CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, _load_model, \
-    _reporter
+from charrnn.cli_common import CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, load_model, \
+    make_reporter
 
 
 class XAxis(str, Enum):
@@ -158,15 +158,16 @@ def show_cmd(
     if html is not None and not Path(html).resolve().parent.is_dir():
         raise DataError(f"--html {html}: folder {Path(html).parent} does not exist")
     body = text if text is not None else read_text(text_file)
-    reporter = _reporter(quiet)
-    model, vocab, cfg, note, dev = _load_model(checkpoint, device)
-    probe = probe_text(model, vocab, body, dev, top_k=max(top, 5), units=html is not None)
-    reporter.info(note)
+    reporter = make_reporter(quiet)
+    loaded = load_model(checkpoint, device)
+    with loaded.blame():
+        probe = probe_text(loaded.model, loaded.vocab, body, loaded.device, top_k=max(top, 5),
+                           units=html is not None)
+    reporter.info(loaded.note)
     if html is not None:
-        desc = (f"{cfg.model.type} {cfg.model.num_layers} x {cfg.model.hidden_size} "
-                f"({note.removeprefix('using checkpoint ')})")
-        title = f"charrnn show: {text_file or 'text'}"
-        write_text_atomic(html, page_html(probe, title, desc))
+        m = loaded.cfg.model
+        desc = f"{m.type} {m.num_layers} x {m.hidden_size} ({loaded.path}, step {loaded.step})"
+        write_text_atomic(html, page_html(probe, f"charrnn show: {text_file or 'text'}", desc))
         reporter.info(f"wrote {html}")
     if as_json:
         records = probe.records()
