@@ -24,6 +24,7 @@ from typing import Any, Callable
 import torch
 
 from charrnn import __version__
+from charrnn.config import without_removed
 from charrnn.errors import CheckpointError, TrainingFailed
 from charrnn.fsutil import fsync_dir
 
@@ -124,6 +125,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     for key in ("config", "vocab", "model", "step"):
         if key not in state:
             raise CheckpointError(f"{path}: checkpoint is missing '{key}'")
+    state["config"] = without_removed(state["config"])
     state["path"] = str(path)
     return state
 

@@ -74,11 +74,10 @@ class TrainConfig:
     skip_nonfinite: int = _opt(0, "skip up to N steps with a non-finite loss before stopping", min=0)
     out_dir: Optional[str] = _opt(None, "run directory (null: runs/<config name>)")
     device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps")
-    precision: str = _opt("auto", "auto (bf16 autocast on CUDA), fp32 or bf16",
-                          choices=("auto", "fp32", "bf16"))
+    precision: str = _opt("auto", "auto (fp32; on CUDA with TF32), fp32, fp16 or bf16 (CUDA only)",
+                          choices=("auto", "fp32", "fp16", "bf16"))
     threads: Optional[int] = _opt(None, "CPU threads (null: the cores this process may use)", min=1)
     seed: int = _opt(1337, "seed for weights, dropout and sampling")
-    compile: bool = _opt(False, "torch.compile the model (CUDA only)")
 
 
 @dataclass
@@ -101,6 +100,13 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+
+# Keys that no longer exist, and why: a config that sets one is refused with the reason; a saved
+# run's config that holds one (an older checkpoint) is read without it (see without_removed).
+REMOVED = {
+    "train.compile": "torch.compile leaves nn.LSTM / GRU / RNN uncompiled (it breaks the graph "
+                     "there), so it gained nothing; delete the key",
+}
 
 _SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
                     "sample": SampleConfig}
@@ -176,6 +182,9 @@ def config_from_dict(raw: Any, source: str = "config") -> Config:
         hints = typing.get_type_hints(cls)
         values = {}
         for key, value in body.items():
+            if f"{name}.{key}" in REMOVED:
+                problems.append(f"{name}.{key} was removed: {REMOVED[f'{name}.{key}']}")
+                continue
             if key not in fields:
                 problems.append(f"unknown key '{name}.{key}'"
                                 f"{_suggest(str(key), list(fields))}")
@@ -189,6 +198,18 @@ def config_from_dict(raw: Any, source: str = "config") -> Config:
         raise ConfigError(f"{source}: " + "; ".join(problems))
     return Config(**{name: _SECTION_CLASSES[name](**sections.get(name, {}))
                      for name in _SECTION_CLASSES})
+
+
+def without_removed(raw: dict) -> dict:
+    """A saved config without the keys that were removed since it was written."""
+    if not isinstance(raw, dict):
+        return raw
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for key in REMOVED:
+        section, name = key.split(".")
+        if isinstance(out.get(section), dict):
+            out[section].pop(name, None)
+    return out
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

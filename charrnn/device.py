@@ -58,11 +58,72 @@ def set_threads(threads: int | None = None) -> int:
     return n
 
 
+# What `train.precision` may be; `auto` resolves per device (see resolve_precision).
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+AUTO_PRECISION_CUDA = "fp32"  # TF32 allowed; README "Precision" says why, gpu_checks.sh measures
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a run uses on `device`: fp32, fp16 or bf16.
+
+    `auto` is fp32 everywhere (with TF32 on CUDA). fp16 and bf16 are CUDA features: asked for
+    elsewhere, they are an error rather than a silent fp32 run, so that a result is never
+    reported under a precision it was not computed in (`auto` keeps a config portable).
+    """
+    if precision not in PRECISIONS:
+        raise DeviceError(f"train.precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return AUTO_PRECISION_CUDA if device.type == "cuda" else "fp32"
+    if precision == "fp32":
+        return precision
+    if device.type != "cuda":
+        raise DeviceError(f"train.precision {precision} needs a CUDA GPU, and this run is on "
+                          f"{device.type}: set train.precision to fp32, or auto (fp32 here, "
+                          f"{AUTO_PRECISION_CUDA} on a GPU)")
+    if precision == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise DeviceError(f"train.precision bf16: {torch.cuda.get_device_name(device)} has no "
+                          f"bf16 support (compute capability 8.0 or newer needed): use fp16 or "
+                          f"fp32")
+    return precision
+
+
+def configure_precision(precision: str, device: torch.device) -> None:
+    """Allow TF32 tensor cores for fp32 matrix products on CUDA (cuDNN allows them by default)."""
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+
+
 def autocast(device: torch.device, precision: str = "auto"):
-    """bf16 autocast on CUDA (no grad scaler needed); plain fp32 elsewhere."""
-    if device.type == "cuda" and precision in ("auto", "bf16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """The autocast context of a resolved precision: fp16 or bf16 on CUDA, nothing otherwise."""
+    if device.type == "cuda" and precision in ("fp16", "bf16"):
+        dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+        return torch.autocast("cuda", dtype=dtype)
     return contextlib.nullcontext()
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """A loss scaler for fp16 (small gradients would underflow without it); a no-op otherwise."""
+    return torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and precision == "fp16")
+
+
+def run_recurrent(rnn: torch.nn.Module, x: torch.Tensor, hidden):
+    """Run a fused nn.RNN / LSTM / GRU in the dtype autocast asks for.
+
+    Under autocast, the cuDNN recurrent kernel is always cast to fp16, whatever dtype autocast
+    was given. So under bf16 autocast the module runs outside autocast on bf16 copies of its
+    weights (the fp32 weights stay the ones the optimizer updates), with a bf16 hidden state.
+    """
+    kind = x.device.type
+    if not (torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.bfloat16):
+        return rnn(x, hidden)
+    bf16 = lambda t: t.to(torch.bfloat16)  # noqa: E731
+    if hidden is not None:
+        hidden = tuple(map(bf16, hidden)) if isinstance(hidden, tuple) else bf16(hidden)
+    weights = {name: bf16(p) for name, p in rnn.named_parameters()}
+    with torch.autocast(kind, enabled=False), warnings.catch_warnings():
+        # the bf16 copies are separate tensors, which cuDNN notes (and packs) on each call
+        warnings.filterwarnings("ignore", message="RNN module weights are not part")
+        return torch.func.functional_call(rnn, weights, (bf16(x), hidden))
 
 
 def fast_step_context(device: torch.device):

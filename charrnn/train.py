@@ -25,7 +25,8 @@ from charrnn.checkpoint import (capture_rng, load_checkpoint, resolve_checkpoint
                                 save_checkpoint)
 from charrnn.config import Config, apply_overrides, config_from_dict, save_config
 from charrnn.data import Corpus, StreamBatcher, load_training_corpus
-from charrnn.device import autocast, resolve_device, seed_everything, set_threads
+from charrnn.device import (autocast, configure_precision, grad_scaler, resolve_device,
+                            resolve_precision, seed_everything, set_threads)
 from charrnn.errors import RunDirError, TrainingFailed
 from charrnn.evaluate import stream_loss
 from charrnn.models import build_model, check_model_type, count_parameters, detach_hidden
@@ -40,7 +41,7 @@ RESUMABLE = {
     "train.max_steps", "train.max_minutes", "train.lr", "train.min_lr_ratio", "train.lr_schedule",
     "train.warmup_steps", "train.eval_every", "train.eval_batches", "train.save_every",
     "train.log_every", "train.skip_nonfinite", "train.out_dir", "train.device",
-    "train.precision", "train.threads", "train.grad_clip", "train.weight_decay", "train.compile",
+    "train.precision", "train.threads", "train.grad_clip", "train.weight_decay",
     "sample.length", "sample.temperature", "sample.top_k", "sample.top_p",
 }
 
@@ -110,11 +111,13 @@ def _all_finite(model) -> bool:
 
 
 def _hidden_to(hidden, device):
+    """The carried hidden state on `device` in fp32, whatever precision computed it: this is
+    how checkpoints hold it, so a run saved under fp16 or bf16 resumes anywhere."""
     if hidden is None:
         return None
     if isinstance(hidden, (tuple, list)):
-        return tuple(h.to(device) for h in hidden)
-    return hidden.to(device)
+        return tuple(h.to(device, torch.float32) for h in hidden)
+    return hidden.to(device, torch.float32)
 
 
 def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
@@ -143,6 +146,7 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
     cfg = replace(cfg, train=replace(cfg.train, out_dir=str(out)))
 
     device = resolve_device(cfg.train.device)
+    precision = resolve_precision(cfg.train.precision, device)
     threads = set_threads(cfg.train.threads)
     corpus = load_training_corpus(cfg)
     if state is not None and Vocab(state["vocab"]) != corpus.vocab:
@@ -160,17 +164,19 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
         if state is None and force:
             clear_run(out)
         save_config(cfg, out / "config.yaml")
-        return _run(cfg, out, corpus, batcher, state, device, threads, emit, should_stop,
-                    changes if state is not None else [])
+        return _run(cfg, out, corpus, batcher, state, device, precision, threads, emit,
+                    should_stop, changes if state is not None else [])
 
 
 def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: dict | None,
-         device: torch.device, threads: int, emit: EventFn, should_stop: Callable[[], bool],
+         device: torch.device, precision: str, threads: int, emit: EventFn, should_stop: Callable[[], bool],
          changes: list[str]) -> TrainResult:
     t = cfg.train
     seed_everything(t.seed)
     model = build_model(cfg.model, len(corpus.vocab)).to(device)
     optimizer = _make_optimizer(model, cfg)
+    configure_precision(precision, device)
+    scaler = grad_scaler(device, precision)
     step, best, val_loss, hidden, elapsed_before = 0, None, None, None, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -182,7 +188,8 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: 
         hidden = _hidden_to(state.get("hidden"), device)
         elapsed_before = state.get("elapsed_seconds", 0.0)
         restore_rng(state.get("rng", {}), device)
-    forward = torch.compile(model) if t.compile and device.type == "cuda" else model
+        if scaler.is_enabled() and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
     metrics = MetricsLog(out / "metrics.jsonl", resume_step=step if state is not None else None)
     emit("start", {"run_dir": str(out), "device": str(device), "threads": threads,
                    "model": cfg.model.type, "parameters": count_parameters(model),
@@ -209,9 +216,9 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: 
                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                    "step": step, "data_position": {"pass": position[0], "window": position[1],
                                                    "windows_per_pass": batcher.windows_per_pass},
-                   "hidden": hidden, "best_val_loss": best, "val_loss": val_loss,
+                   "hidden": _hidden_to(hidden, "cpu"), "best_val_loss": best, "val_loss": val_loss,
                    "train_loss": train_loss, "elapsed_seconds": elapsed(),
-                   "rng": capture_rng(device)}
+                   "rng": capture_rng(device), "scaler": scaler.state_dict()}
         for name in path_names:
             save_checkpoint(payload, out / name)
             emit("save", {"path": str(out / name), "step": step})
@@ -222,7 +229,7 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: 
             return
         val_loss, _ = stream_loss(model, val_ids, device, streams=t.batch_size,
                                   seq_len=t.seq_len, max_windows=t.eval_batches,
-                                  precision=t.precision)
+                                  precision=precision)
         improved = best is None or val_loss < best
         best = val_loss if improved else best
         metrics.write({"step": step, "val_loss": val_loss, "val_bpc": val_loss / math.log(2),
@@ -246,15 +253,19 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: 
             lr = lr_at(step, cfg, elapsed())
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with autocast(device, t.precision):
-                logits, hidden = forward(x, hidden)
+            with autocast(device, precision):
+                logits, hidden = model(x, hidden)
             loss = F.cross_entropy(logits.float().view(-1, vocab_size), y.view(-1))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # (fp16) so that clipping sees the true gradient
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf)
             # one device-to-host copy per step for both checks
             loss_value, norm_value = torch.stack([loss.detach(), norm.float()]).tolist()
-            if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+            # under fp16 an overflowing gradient is the scaler's to handle: it skips that step
+            if not math.isfinite(loss_value) or (
+                    not math.isfinite(norm_value) and not scaler.is_enabled()):
+                scaler.update()
                 bad_steps += 1
                 if bad_steps > t.skip_nonfinite:
                     raise TrainingFailed(
@@ -266,7 +277,8 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: 
                 hidden = None
                 step += 1
                 continue
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             hidden = detach_hidden(hidden)
             step += 1
             window_loss += loss_value

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from charrnn.device import run_recurrent
 from charrnn.models.registry import register_model
 
 _MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -32,7 +33,7 @@ class CharRNN(nn.Module):
         self.head = nn.Linear(hidden_size, vocab_size)
 
     def forward(self, idx: torch.Tensor, hidden=None):
-        out, hidden = self.rnn(self.embed(idx), hidden)  # (B, T, H)
+        out, hidden = run_recurrent(self.rnn, self.embed(idx), hidden)  # (B, T, H)
         if self.training:  # (skipping the no-op call keeps one-step sampling lean)
             out = self.drop(out)
         return self.head(out), hidden  # (B, T, V)

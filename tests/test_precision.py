@@ -1,0 +1,77 @@
+"""Precision: what each setting means per device, bf16 that is really bf16, fp32 hidden states
+in checkpoints, and the removed train.compile key."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from charrnn.checkpoint import load_checkpoint, save_checkpoint
+from charrnn.cli import main
+from charrnn.config import config_from_dict
+from charrnn.device import autocast, grad_scaler, resolve_precision
+from charrnn.errors import ConfigError, DeviceError
+from charrnn.models.recurrent import CharRNN
+from conftest import TINY, run_cli
+
+CPU = torch.device("cpu")
+
+
+def test_auto_and_fp32_are_fp32_on_the_cpu_and_nothing_is_cast():
+    assert resolve_precision("auto", CPU) == resolve_precision("fp32", CPU) == "fp32"
+    assert not grad_scaler(CPU, "fp32").is_enabled()
+    with autocast(CPU, "fp32"):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_half_precisions_on_the_cpu_are_refused_not_ignored(precision):
+    with pytest.raises(DeviceError, match=f"precision {precision} needs a CUDA GPU.*fp32"):
+        resolve_precision(precision, CPU)
+
+
+def test_bf16_on_the_cpu_is_one_error_line_and_no_run_directory(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(TINY), "--out", str(out), "--set", "train.precision=bf16"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("error: train.precision bf16 needs a CUDA GPU")
+    assert len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_bf16_autocast_runs_the_recurrent_layer_in_bf16_with_fp32_weights():
+    # autocast alone would hand cuDNN's recurrent kernel fp16; bf16 must mean bf16
+    model = CharRNN("lstm", 10, 8, 16, 2, 0.0)
+    x = torch.randint(0, 10, (3, 5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, hidden = model(x)
+        logits, hidden = model(x, hidden)
+    assert hidden[0].dtype == hidden[1].dtype == torch.bfloat16
+    logits.float().sum().backward()
+    grad = model.rnn.weight_hh_l1.grad
+    assert grad.dtype == torch.float32 and grad.abs().sum() > 0
+    assert model(x)[1][0].dtype == torch.float32  # outside autocast: fp32 again
+
+
+def test_compile_key_is_refused_with_the_reason():
+    with pytest.raises(ConfigError, match="train.compile was removed: torch.compile leaves"):
+        config_from_dict({"train": {"compile": True}})
+
+
+def test_old_checkpoint_with_compile_and_a_half_hidden_state_resumes_and_samples(run_copy):
+    # a run saved by an older charrnn on a GPU: compile in its config, an fp16 hidden state
+    state = load_checkpoint(run_copy / "last.pt")
+    assert state["hidden"][0].dtype == torch.float32  # what charrnn writes now
+    state["config"]["train"]["compile"] = False
+    state["hidden"] = tuple(h.half() for h in state["hidden"])
+    del state["path"]
+    save_checkpoint(state, run_copy / "last.pt")
+    steps = state["step"] + 5
+    proc = run_cli("train", "--resume", str(run_copy), "--max-steps", str(steps), "-q")
+    assert proc.returncode == 0, proc.stderr
+    resumed = load_checkpoint(run_copy / "last.pt")
+    assert resumed["step"] == steps and "compile" not in resumed["config"]["train"]
+    assert all(h.dtype == torch.float32 for h in resumed["hidden"])
+    proc = run_cli("sample", "-c", str(run_copy / "last.pt"), "--prime", "sharks", "--length",
+                   "10", "--seed", "0")
+    assert proc.returncode == 0 and proc.stdout.startswith("sharks"), proc.stderr
