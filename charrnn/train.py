@@ -169,8 +169,8 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
 
 
 def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: dict | None,
-         device: torch.device, precision: str, threads: int, emit: EventFn, should_stop: Callable[[], bool],
-         changes: list[str]) -> TrainResult:
+         device: torch.device, precision: str, threads: int, emit: EventFn,
+         should_stop: Callable[[], bool], changes: list[str]) -> TrainResult:
     t = cfg.train
     seed_everything(t.seed)
     model = build_model(cfg.model, len(corpus.vocab)).to(device)
