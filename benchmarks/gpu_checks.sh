@@ -1,29 +1,111 @@
 #!/usr/bin/env bash
-# The CUDA checks and GPU figures in one run, on a machine with a CUDA GPU (about 8 minutes):
-#   benchmarks/gpu_checks.sh [RESULTS_DIR]
-# Runs the cuda-marked tests, the quick benchmark on the GPU, and configs/shakespeare.yaml for
-# a few minutes (then eval and a sample). Each part runs even if an earlier one fails.
+# The CUDA checks and GPU figures in one run, on a machine with a CUDA GPU (under 8 minutes):
+#   benchmarks/gpu_checks.sh            (log: $OUT/gpu-checks.log if OUT is set, else
+#                                        benchmarks/results/gpu-checks.log)
+#   DRY_RUN=1 benchmarks/gpu_checks.sh  prints the commands it would run, and runs none
+# Parts: the cuda-marked tests; the recurrent state's dtype under each precision; a world-size-1
+# NCCL run under torchrun; a GPU checkpoint sampled and resumed on the CPU; the precision
+# comparison (fp32/TF32, fp16, bf16: speed and validation loss after the same minutes); the
+# benchmark rows on the GPU. Each part runs even if an earlier one fails; each has a time limit.
 set -uo pipefail
-results=${1:-benchmarks/results}
-minutes=${MINUTES:-3}
+cd "$(dirname "$0")/.."
+results=${OUT:-benchmarks/results}
+minutes=${MINUTES:-0.5}        # per precision in the comparison
 py=${PYTHON:-python3}
+work=$(mktemp -d /tmp/charrnn-gpu.XXXXXX)
 mkdir -p "$results"
+log="$results/gpu-checks.log"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-export CHARRNN_CACHE_DIR=${CHARRNN_CACHE_DIR:-/tmp/charrnn-cache}
+export CHARRNN_CACHE_DIR=${CHARRNN_CACHE_DIR:-$work/cache}
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-$py -c 'import torch, typer; print("torch", torch.__version__, "typer", typer.__version__, torch.cuda.get_device_name())'
+run() {  # run LIMIT_SECONDS COMMAND...: print it, then run it under a time limit
+  local limit=$1; shift
+  echo "\$ $*"
+  if [ -n "${DRY_RUN:-}" ]; then return 0; fi
+  timeout "$limit" "$@"
+  local code=$?
+  [ $code -eq 0 ] || echo "(exit code $code)"
+}
+
+precision_row() {  # precision_row RUN PRECISION: median chars/s from metrics, val loss from eval
+  [ -n "${DRY_RUN:-}" ] && return 0
+  $py - "$1" "$2" <<'EOF'
+import json, statistics, subprocess, sys
+run, precision = sys.argv[1], sys.argv[2]
+try:
+    rows = [json.loads(line) for line in open(f"{run}/metrics.jsonl")]
+except OSError:
+    print(f"| {precision} | run failed | | |"); sys.exit()
+rates = [r["chars_per_sec"] for r in rows if "chars_per_sec" in r][1:]  # first: warm-up
+steps = max((r["step"] for r in rows), default=0)
+ev = subprocess.run([sys.executable, "-m", "charrnn", "eval", "-c", run, "--json", "-q"],
+                    capture_output=True, text=True)
+loss = json.loads(ev.stdout)["loss"] if ev.returncode == 0 else float("nan")
+rate = statistics.median(rates) if rates else float("nan")
+print(f"| {precision} | {rate:,.0f} | {steps} | {loss:.4f} |")
+EOF
+}
+
+{
+echo "== machine"
+run 20 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader
+run 60 $py -c 'import torch, typer; print("torch", torch.__version__, "cuda", torch.version.cuda,
+  "cudnn", torch.backends.cudnn.version(), "typer", typer.__version__, torch.cuda.get_device_name(),
+  "bf16", torch.cuda.is_bf16_supported(including_emulation=False))'
 
 echo "== cuda-marked tests"
-timeout 300 $py -m pytest -q -p no:cacheprovider -m cuda tests 2>&1 | tail -n 15
+run 150 $py -m pytest -q -p no:cacheprovider -m cuda tests
 
-echo "== quick benchmark on the GPU"
-timeout 300 $py benchmarks/bench.py --quick --device cuda --out "$results/gpu-quick.json" \
-  2>"$results/gpu-bench.log"
+echo "== the recurrent state's dtype under each precision (autocast alone would give fp16)"
+run 60 $py - <<'EOF'
+import torch
+from charrnn.device import autocast
+from charrnn.models.recurrent import CharRNN
+dev = torch.device("cuda")
+model = CharRNN("lstm", 65, 32, 64, 2, 0.0).to(dev)
+x = torch.randint(0, 65, (4, 16), device=dev)
+for precision in ("fp32", "fp16", "bf16"):
+    with autocast(dev, precision):
+        logits, (h, c) = model(x)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            plain = model.rnn(model.embed(x))[1][0].dtype
+    print(f"{precision}: hidden {h.dtype}, logits {logits.dtype}  "
+          f"(nn.LSTM under bare bf16 autocast: {plain})")
+EOF
 
-echo "== configs/shakespeare.yaml for $minutes minutes"
-$py -m charrnn train configs/shakespeare.yaml --out /tmp/gpu-shakespeare --force \
-  --max-minutes "$minutes" --set train.log_every=250 2>&1 | tail -n 8
-$py -m charrnn eval -c /tmp/gpu-shakespeare --json
-$py -m charrnn info /tmp/gpu-shakespeare
-$py -m charrnn sample -c /tmp/gpu-shakespeare --prime "ROMEO:" --length 400 --seed 1 -q
+echo "== world size 1 under torchrun (NCCL) next to the plain command, same config and steps"
+for launch in plain torchrun; do
+  if [ $launch = plain ]; then cmd=($py -m charrnn); else
+    cmd=($py -m torch.distributed.run --standalone --nproc_per_node=1 -m charrnn); fi
+  run 120 "${cmd[@]}" train configs/shakespeare.yaml --out "$work/ws1-$launch" --device cuda \
+    --max-steps 200 --set train.eval_every=1000 --set train.log_every=50 -q
+  [ -n "${DRY_RUN:-}" ] || $py -c "import json, statistics, sys
+r = [json.loads(l)['chars_per_sec'] for l in open(sys.argv[1]) if 'chars_per_sec' in l][1:]
+print(sys.argv[2], f'{statistics.median(r):,.0f} chars/s (median of {len(r)} windows)')" \
+    "$work/ws1-$launch/metrics.jsonl" "$launch"
+done
+
+echo "== a GPU checkpoint (bf16 where supported, else fp16), sampled and resumed on the CPU"
+half=$($py -c 'import torch; print("bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16")' 2>/dev/null || echo fp16)
+run 90 $py -m charrnn train configs/tiny.yaml --device cuda --set train.precision=$half \
+  --out "$work/gpu-tiny" -q
+run 30 $py -m charrnn sample -c "$work/gpu-tiny" --device cpu --greedy --prime sharks --length 60
+run 90 $py -m charrnn train --resume "$work/gpu-tiny" --device cpu --set train.precision=fp32 \
+  --max-steps 350
+run 30 $py -m charrnn info "$work/gpu-tiny"
+
+echo "== precision: configs/shakespeare.yaml for $minutes minutes each, validation loss by eval"
+echo "| precision | chars/s (median) | steps | val loss (nats/char) |"
+echo "|---|---|---|---|"
+for precision in fp32 fp16 bf16; do
+  run $(( ${minutes%.*} * 60 + 150 )) $py -m charrnn train configs/shakespeare.yaml \
+    --device cuda --out "$work/prec-$precision" --max-minutes "$minutes" \
+    --set train.precision=$precision --set train.log_every=25 -q
+  precision_row "$work/prec-$precision" $precision
+done
+
+echo "== benchmark rows on the GPU (quick)"
+run 150 $py benchmarks/bench.py --quick --device cuda --out "$results/gpu-quick.json"
+echo "== done in $SECONDS s"
+} 2>&1 | tee "$log"
+echo "log: $log"
