@@ -94,15 +94,19 @@ CORPORA: dict[str, CorpusSpec] = {spec.name: spec for spec in (
         source="https://github.com/karpathy/char-rnn"),
     CorpusSpec(
         name="enwik8", url="http://mattmahoney.net/dc/enwik8.zip",
-        filename="enwik8", size=100_000_000, sha256=None,
+        filename="enwik8", size=100_000_000,
+        sha256="2b49720ec4d78c3c9fabaee6e4179a5e997302b3a70029f30f2d582218c024a8",
         member="enwik8", archive_size=36_445_475,
+        archive_sha256="547994d9980ebed1288380d652999f38a14fe291a6247c157c3d33d4932534bc",
         description="first 100 MB of an English Wikipedia XML dump (2006): the standard "
                     "character-level benchmark (bits per character)",
         license=_WIKIPEDIA, source=_MAHONEY),
     CorpusSpec(
         name="text8", url="http://mattmahoney.net/dc/text8.zip",
-        filename="text8", size=100_000_000, sha256=None,
+        filename="text8", size=100_000_000,
+        sha256="6e890197040d37d85beb962ae1f041ff1d9a9ca8d20c7d99c85027eebf51dca7",
         member="text8", archive_size=31_344_016,
+        archive_sha256="a6640522afe85d1963ad56c05b0ede0a0c000dddc9671758a6cc09b7a38e5232",
         description="100 MB of Wikipedia cleaned to lower-case letters and spaces",
         license=_WIKIPEDIA, source=_MAHONEY),
 )}

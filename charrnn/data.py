@@ -1,10 +1,12 @@
-"""Corpus in, batches out: read a file / folder / stdin, encode it whole, split, and batch.
+"""Corpus in, batches out: read a file / folder / pattern / stdin, encode, split, and batch.
 
-Text is read as bytes and encoded in one pass. ASCII corpora (the common case) take a fast
-path: a 256-entry byte table (`bytes.translate`) gives the ids directly, so a 100 MB file never
-exists as a Python string. Other text is decoded as UTF-8 and encoded by `Vocab.encode`.
-Single files of 1 MB or more are cached on disk (ids + vocab) and memory-mapped on the next
-load, so a second run over a large corpus starts in about a second with ~1 byte per character.
+Encoding takes two passes over the text, read piece by piece (textsource.py): the first finds
+its characters and length, the second writes each piece's ids straight into a tensor allocated
+once at its final size. Code points are handled by torch (bincount, then a lookup table), so
+there is never a Python object per character, and loading needs little more memory than the
+ids: 1 byte per character up to 256 symbols, 2 up to 32,768. Single files of 1 MB or more
+are encoded into the on-disk cache (ids + vocab) and memory-mapped from it, so a second run
+over a large corpus starts in about a second.
 
 Batches for truncated backprop-through-time: the ids are cut into `batch_size` contiguous
 streams, and step k of a pass reads window k of every stream; targets are the inputs shifted
@@ -17,10 +19,10 @@ by one character. The model's hidden state is carried from window to window.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -29,10 +31,11 @@ import torch
 
 from charrnn.errors import DataError
 from charrnn.fsutil import atomic_write, write_text_atomic
+from charrnn.textsource import Source, open_source, pieces, read_text  # noqa: F401 (re-export)
 from charrnn.vocab import Vocab
 
 CACHE_MIN_BYTES = 1 << 20  # smaller files load faster than a cache lookup would save
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 MIN_EVAL_STREAM = 1024  # characters per evaluation stream, so few start from an empty state
 
 
@@ -48,94 +51,83 @@ class Corpus:
     cached: bool = False
 
 
-# ---------------------------------------------------------------------------- reading
+# ---------------------------------------------------------------------------- encoding
 
-def _corpus_files(path: Path) -> list[Path]:
-    files = sorted(p for p in path.rglob("*")
-                   if p.is_file() and not any(part.startswith(".")
-                                              for part in p.relative_to(path).parts))
-    if not files:
-        raise DataError(f"folder {path} holds no files to read")
-    return files
+def _code_points(piece: bytes | str) -> torch.Tensor:
+    """The code points of a piece of text: uint8 for ASCII bytes, else int32."""
+    if isinstance(piece, bytes):
+        return torch.frombuffer(bytearray(piece), dtype=torch.uint8)
+    return torch.frombuffer(bytearray(piece.encode("utf-32-le")), dtype=torch.int32)
 
 
-def read_bytes(path: str) -> tuple[bytearray, list[tuple[str, int]]]:
-    """Raw bytes of a file, of a folder's files in sorted order, or of stdin (`-`).
+def _scan(source: Source, errors: str) -> tuple[Vocab, torch.Tensor, int]:
+    """First pass: the vocab, a code point -> id table, and the length in characters."""
+    present = torch.zeros(0x110000, dtype=torch.bool)
+    length = 0
+    for piece in pieces(source, errors):
+        points = _code_points(piece)
+        counts = torch.bincount(points)
+        present[:len(counts)] |= counts > 0
+        length += len(points)
+    if not length:
+        raise DataError(f"{source.name} is empty: give a text with at least a few hundred "
+                        f"characters")
+    codes = present.nonzero().flatten()
+    vocab = Vocab([chr(c) for c in codes.tolist()])
+    table = torch.zeros(int(codes[-1]) + 1, dtype=vocab.dtype)
+    table[codes] = torch.arange(len(codes)).to(vocab.dtype)
+    return vocab, table, length
 
-    Also returns (name, size) for each part, so decode errors can name the file.
-    """
-    if path == "-":
-        data = bytearray(sys.stdin.buffer.read())
-        return data, [("<stdin>", len(data))]
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"data path not found: {path} (give a text file, a folder, or - for "
-                        f"stdin)")
-    files = _corpus_files(p) if p.is_dir() else [p]
-    sizes = [f.stat().st_size for f in files]
-    data = bytearray(sum(sizes))
-    view, pos = memoryview(data), 0
+
+def _fill(source: Source, errors: str, table: torch.Tensor, ids: torch.Tensor,
+          stamp: list) -> None:
+    """Second pass: write the ids of each piece into its slice of `ids`."""
+    pos = 0
     try:
-        for f, size in zip(files, sizes):
-            with open(f, "rb") as fh:
-                got = fh.readinto(view[pos:pos + size])
-            if got != size:
-                raise DataError(f"{f}: changed while being read")
-            pos += size
-    except OSError as exc:
-        raise DataError(f"cannot read {exc.filename or path}: {exc.strerror}") from exc
+        for piece in pieces(source, errors):
+            points = _code_points(piece)
+            end = pos + len(points)
+            if end > len(ids):
+                break
+            torch.index_select(table, 0, points.int() if points.dtype == torch.uint8 else points,
+                               out=ids[pos:end])
+            pos = end
+    except (IndexError, RuntimeError):  # a character the first pass did not see
+        pos = -1
+    if pos != len(ids) or source.stamp() != stamp:
+        raise DataError(f"{source.name} changed while being read: load it again")
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Per-piece ops are small and memory-bound: one thread runs them as fast, and never
+    waits for a busy core (with two threads on a loaded machine, loading was 5x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
     finally:
-        view.release()
-    return data, [(str(f), s) for f, s in zip(files, sizes)]
+        torch.set_num_threads(before)
 
 
-def _locate(offset: int, parts: list[tuple[str, int]]) -> tuple[str, int]:
-    for name, size in parts:
-        if offset < size:
-            return name, offset
-        offset -= size
-    return parts[-1][0], offset
+def encode_source(source: Source, errors: str = "strict",
+                  cache: Path | None = None) -> tuple[Vocab, torch.Tensor]:
+    """Vocab and ids of a source; with `cache`, the ids are written into that cache entry."""
+    with _one_thread():
+        return _encode(source, errors, cache)
 
 
-TRAINING_ADVICE = "convert it to UTF-8, or set data.encoding_errors: replace"
-
-
-def decode_utf8(raw: bytearray, parts: list[tuple[str, int]], errors: str = "strict",
-                advice: str = TRAINING_ADVICE) -> str:
-    """UTF-8 text of `raw`; an invalid byte is a DataError naming its file and byte offset."""
-    try:
-        return raw.decode("utf-8", errors=errors)
-    except UnicodeDecodeError as exc:
-        name, offset = _locate(exc.start, parts)
-        raise DataError(f"{name} is not UTF-8 text: invalid byte 0x{raw[exc.start]:02x} at "
-                        f"byte offset {offset} ({advice})") from None
-
-
-def read_text(path: str) -> str:
-    """A file, folder or stdin (`-`) as UTF-8 text (a text to score or prime, not to train on)."""
-    return decode_utf8(*read_bytes(path), advice="convert it to UTF-8")
-
-
-def encode_bytes(raw: bytearray, parts: list[tuple[str, int]],
-                 errors: str = "strict") -> tuple[Vocab, torch.Tensor]:
-    """Vocab and ids of UTF-8 bytes, without a Python object per character."""
-    if not raw:
-        raise DataError(f"{parts[0][0] if len(parts) == 1 else 'corpus'} is empty: "
-                        f"give a text with at least a few hundred characters")
-    if raw.isascii():
-        counts = torch.bincount(torch.frombuffer(raw, dtype=torch.uint8), minlength=128)
-        present = counts.nonzero().flatten().tolist()
-        vocab = Vocab([chr(b) for b in present])
-        table = bytearray(256)
-        for i, b in enumerate(present):
-            table[b] = i
-        ids = raw.translate(table)
-        del raw
-        return vocab, torch.frombuffer(ids, dtype=torch.uint8)
-    text = decode_utf8(raw, parts, errors)
-    del raw
-    vocab = Vocab.from_text(text)
-    return vocab, vocab.encode(text)
+def _encode(source: Source, errors: str, cache: Path | None) -> tuple[Vocab, torch.Tensor]:
+    stamp = source.stamp()
+    vocab, table, length = _scan(source, errors)
+    if cache is not None:
+        try:
+            return vocab, _encode_into_cache(source, errors, table, length, vocab, cache, stamp)
+        except (OSError, RuntimeError):
+            pass  # no cache then: encode in memory
+    ids = torch.empty(length, dtype=vocab.dtype)
+    _fill(source, errors, table, ids, stamp)
+    return vocab, ids
 
 
 # ---------------------------------------------------------------------------- caching
@@ -168,20 +160,27 @@ def _load_cached(base: Path) -> tuple[Vocab, torch.Tensor] | None:
         return None
 
 
-def _store_cached(base: Path, vocab: Vocab, ids: torch.Tensor) -> None:
-    """Write ids, then vocab, each in one rename; a cache that cannot be written is skipped."""
-    try:
-        base.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(base.with_suffix(".ids"), durable=False) as fh:
-            fh.truncate(len(ids) * ids.element_size())
-            fh.flush()
-            # a shared memory map of the new file: copy_ writes the ids straight into it
-            torch.from_file(fh.name, shared=True, size=len(ids), dtype=ids.dtype).copy_(ids)
-        meta = {"vocab": vocab.chars, "dtype": str(ids.dtype).removeprefix("torch."),
-                "length": len(ids)}
-        write_text_atomic(base.with_suffix(".json"), json.dumps(meta), durable=False)
-    except (OSError, RuntimeError):
-        pass
+def _encode_into_cache(source: Source, errors: str, table: torch.Tensor, length: int,
+                       vocab: Vocab, base: Path, stamp: list) -> torch.Tensor:
+    """Encode into a new cache entry, memory-mapped: its ids are the only copy in memory.
+
+    The ids file is written through `atomic_write` (renamed into place once complete), then
+    its vocab; an entry without its vocab file is simply not found.
+    """
+    base.parent.mkdir(parents=True, exist_ok=True)
+    size = length * torch.empty(0, dtype=vocab.dtype).element_size()
+    with atomic_write(base.with_suffix(".ids"), durable=False) as fh:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fh.fileno(), 0, size)  # a full disk fails here, not in the map
+        else:  # pragma: no cover - not Linux
+            fh.truncate(size)
+        fh.flush()
+        ids = torch.from_file(fh.name, shared=True, size=length, dtype=vocab.dtype)
+        _fill(source, errors, table, ids, stamp)
+    meta = {"vocab": vocab.chars, "dtype": str(vocab.dtype).removeprefix("torch."),
+            "length": length}
+    write_text_atomic(base.with_suffix(".json"), json.dumps(meta), durable=False)
+    return ids
 
 
 # ---------------------------------------------------------------------------- corpus
@@ -189,23 +188,21 @@ def _store_cached(base: Path, vocab: Vocab, ids: torch.Tensor) -> None:
 def load_corpus(path: str, val_fraction: float = 0.1, errors: str = "strict",
                 use_cache: bool = True) -> Corpus:
     """Read, encode and split a corpus; large single files go through the on-disk cache."""
-    p = Path(path) if path != "-" else None
-    cacheable = (use_cache and p is not None and p.is_file()
-                 and p.stat().st_size >= CACHE_MIN_BYTES)
-    loaded, cached = None, False
-    if cacheable:
-        base = cache_dir() / _cache_key(p, errors)
+    source = open_source(path)
+    single = source.single_file
+    base = None
+    if use_cache and single is not None and single.stat().st_size >= CACHE_MIN_BYTES:
+        base = cache_dir() / _cache_key(single, errors)
         loaded = _load_cached(base)
-        cached = loaded is not None
-    if loaded is None:
-        raw, parts = read_bytes(path)
-        loaded = encode_bytes(raw, parts, errors)
-        del raw
-        if cacheable:
-            _store_cached(base, *loaded)
-    vocab, ids = loaded
+        if loaded is not None:
+            return _corpus(*loaded, val_fraction, source.name, cached=True)
+    return _corpus(*encode_source(source, errors, base), val_fraction, source.name)
+
+
+def _corpus(vocab: Vocab, ids: torch.Tensor, val_fraction: float, name: str,
+            cached: bool = False) -> Corpus:
     train, val = split(ids, val_fraction)
-    return Corpus(vocab, ids, train, val, "<stdin>" if path == "-" else str(path), cached)
+    return Corpus(vocab, ids, train, val, name, cached)
 
 
 def load_training_corpus(cfg) -> Corpus:

@@ -22,7 +22,9 @@ def run_cli(*args: str, input: str | bytes | None = None, cwd: Path | None = Non
     """Run `python -m charrnn ARGS` as a user would, capturing stdout and stderr as text."""
     inherited = {k: v for k, v in os.environ.items()
                  if k not in ("CHARRNN_CHECKPOINT", "CHARRNN_DEBUG")}  # only what a test sets
-    full_env = {**inherited, "PYTHONWARNINGS": "", **(env or {})}
+    path = os.pathsep.join(filter(None, [str(ROOT), inherited.get("PYTHONPATH")]))
+    full_env = {**inherited, "PYTHONWARNINGS": "", "PYTHONPATH": path,  # this checkout's code
+                **(env or {})}
     if isinstance(input, str):
         input = input.encode()
     proc = subprocess.run([sys.executable, "-m", "charrnn", *args], input=input,

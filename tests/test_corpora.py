@@ -311,6 +311,14 @@ def test_list_corpora_reports_status(toy_zip, tmp_path):
 
 # ------------------------------------------------------------------ corpus_path
 
+@pytest.mark.parametrize("name", ["tinyshakespeare", "enwik8", "text8"])
+def test_every_known_corpus_is_pinned_by_sha256(name):
+    spec = corpora.CORPORA[name]
+    digests = [spec.sha256] + ([spec.archive_sha256] if spec.member else [])
+    for digest in digests:
+        assert digest and len(digest) == 64 and int(digest, 16) >= 0, spec
+
+
 def test_corpus_path_unknown_name_lists_the_known_ones():
     with pytest.raises(DataError, match="known corpora are enwik8, text8, tinyshakespeare"):
         corpus_path("wikitext")

@@ -1,14 +1,20 @@
 """Vocab, corpus reading and encoding, the cache, and the BPTT batch layout."""
 
+import random
+import subprocess
+import sys
+import textwrap
+
 import torch
 import pytest
 
+from charrnn import textsource
 from charrnn.data import (StreamBatcher, eval_windows, load_corpus, load_training_corpus,
-                          read_bytes, split)
+                          read_text, split)
 from charrnn.errors import DataError
 from charrnn.config import Config
 from charrnn.vocab import Vocab
-from conftest import assert_written_atomically
+from conftest import ROOT, assert_written_atomically, run_cli
 
 
 def test_vocab_round_trip_and_order():
@@ -44,12 +50,55 @@ def test_ascii_and_unicode_corpora_load_to_the_same_ids(tmp_path):
     assert corpus.vocab.decode(corpus.ids) == uni
 
 
-def test_folder_reads_files_in_sorted_order(tmp_path):
+def test_folder_reads_files_in_sorted_order_each_ending_a_line(tmp_path):
     (tmp_path / "b.txt").write_text("second")
     (tmp_path / "a.txt").write_text("first ")
+    (tmp_path / "c.txt").write_text("third\n")  # already ends a line: nothing added
     (tmp_path / ".hidden").write_text("never")
     corpus = load_corpus(str(tmp_path), val_fraction=0.0)
-    assert corpus.vocab.decode(corpus.ids) == "first second"
+    assert corpus.vocab.decode(corpus.ids) == "first \nsecond\nthird\n"
+    assert read_text(str(tmp_path)) == "first \nsecond\nthird\n"
+
+
+def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path):
+    bom = "\ufeff".encode()
+    (tmp_path / "one.txt").write_bytes(bom + b"hello \xef\xbb\xbf inside")
+    corpus = load_corpus(str(tmp_path / "one.txt"), val_fraction=0.0)
+    assert corpus.vocab.decode(corpus.ids) == "hello \ufeff inside"  # only the leading one
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_bytes(bom + "café\n".encode())
+    (tmp_path / "d" / "b.txt").write_bytes(bom + b"tea\n")
+    assert load_corpus(str(tmp_path / "d"), val_fraction=0.0).vocab.chars == sorted(set("café\ntea"))
+    assert read_text(str(tmp_path / "d")) == "café\ntea\n"
+
+
+def test_glob_patterns_take_the_matching_files(tmp_path, monkeypatch):
+    (tmp_path / "src" / "pkg").mkdir(parents=True)
+    (tmp_path / "src" / "a.py").write_text("import os\n")
+    (tmp_path / "src" / "pkg" / "b.py").write_text("x = 1")
+    (tmp_path / "src" / "pkg" / "lib.so").write_bytes(b"\x7fELF\xff\xfe")  # not UTF-8
+    (tmp_path / "src" / ".hidden.py").write_text("never")
+    monkeypatch.chdir(tmp_path)
+    corpus = load_corpus("src/**/*.py", val_fraction=0.0)
+    assert corpus.vocab.decode(corpus.ids) == "import os\nx = 1\n"
+    with pytest.raises(DataError, match=r"pattern 'src/\*\*/\*\.txt' matches no files"):
+        load_corpus("src/**/*.txt")
+
+
+def test_a_pattern_given_with_data(tmp_path, monkeypatch, capsys):
+    from charrnn.cli import main
+    from charrnn.config import load_config
+    (tmp_path / "books").mkdir()
+    for name in "abc":
+        (tmp_path / "books" / f"{name}.txt").write_text(f"book {name}\n" * 40)
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["data.path=books/*.txt"])
+    assert load_training_corpus(cfg).vocab.chars == sorted(set("book abc\n"))
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(ROOT / "configs" / "tiny.yaml"), "--data", "nope/*.txt"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1
+    assert "pattern 'nope/*.txt' matches no files" in err
 
 
 def test_invalid_utf8_names_file_and_offset(tmp_path):
@@ -60,12 +109,70 @@ def test_invalid_utf8_names_file_and_offset(tmp_path):
     assert "\ufffd" in corpus.vocab.chars
 
 
+@pytest.mark.parametrize("at", [0, 3, 5, 8, 16, 19])  # character boundaries
+def test_decode_errors_name_the_file_and_offset_across_blocks(tmp_path, monkeypatch, at):
+    monkeypatch.setattr(textsource, "BLOCK", 7)  # characters and errors straddle blocks
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text("fine ✓\n")
+    good = "\ufeffé✓abcdefgh✓ijk✓".encode()
+    (tmp_path / "d" / "b.txt").write_bytes(good[:at] + b"\xfe" + good[at:])
+    with pytest.raises(DataError, match=rf"b.txt is not UTF-8.*0xfe at byte offset {at}\b"):
+        load_corpus(str(tmp_path / "d"))
+    (tmp_path / "d" / "b.txt").write_bytes(good[:-1])  # a character cut off at the end
+    with pytest.raises(DataError, match=rf"b.txt is not UTF-8.*at byte offset {len(good) - 3}"):
+        load_corpus(str(tmp_path / "d"))
+
+
+def test_chunked_encoding_equals_whole_text_encoding(tmp_path, monkeypatch):
+    monkeypatch.setattr(textsource, "BLOCK", 1000)
+    rng = random.Random(0)
+    alphabet = "abc \n" + "".join(chr(0x4E00 + i) for i in range(400)) + "é😀"
+    text = "".join(rng.choice(alphabet) for _ in range(20_000)) + "plain ascii " * 300
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    corpus = load_corpus(str(tmp_path / "t.txt"), val_fraction=0.0)
+    assert corpus.vocab == Vocab.from_text(text) and corpus.ids.dtype == torch.int16
+    assert torch.equal(corpus.ids, corpus.vocab.encode(text))
+
+
+def test_non_ascii_corpus_loads_in_at_most_3_bytes_per_character(tmp_path):
+    """30 M characters, a 5,000-character vocab: ids take 2 bytes each, the rest stays small."""
+    child = textwrap.dedent('''
+        import sys, torch
+        from charrnn.data import load_corpus
+        def status(key):
+            for line in open("/proc/self/status"):
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+        rng = torch.Generator().manual_seed(0)
+        chars = [chr(0x4E00 + i) for i in range(4900)] + list("abcdefghij klmnopqrstuvwxyz,.\\n")
+        ids = torch.randint(len(chars), (1_000_000,), generator=rng).tolist()
+        block = "".join(chars[i] for i in ids)
+        with open(sys.argv[1], "w", encoding="utf-8") as fh:
+            for _ in range(30):
+                fh.write(block)
+        del block, ids
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        before = status("VmRSS")
+        corpus = load_corpus(sys.argv[1], use_cache=False)
+        print((status("VmHWM") - before) / len(corpus.ids), len(corpus.vocab))
+    ''')
+    proc = subprocess.run([sys.executable, "-c", child, str(tmp_path / "big.txt")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    per_char, vocab_size = proc.stdout.split()
+    assert int(vocab_size) > 4900 and float(per_char) <= 3.0, proc.stdout
+
+
 def test_empty_and_missing_corpora(tmp_path):
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(DataError, match="empty"):
         load_corpus(str(tmp_path / "empty.txt"))
+    (tmp_path / "bom.txt").write_bytes("\ufeff".encode())
+    with pytest.raises(DataError, match="empty"):
+        load_corpus(str(tmp_path / "bom.txt"))
     with pytest.raises(DataError, match="not found"):
-        read_bytes(str(tmp_path / "missing.txt"))
+        load_corpus(str(tmp_path / "missing.txt"))
 
 
 def test_split_takes_the_last_fraction():
