@@ -5,7 +5,8 @@ A checkpoint is a dict of plain Python values and tensors, so it loads with
 
     format, format_version, charrnn_version, config (resolved, as a dict), vocab (list of chars),
     model, optimizer (state dicts), step, data_position, hidden (the carried state),
-    best_val_loss, val_loss, train_loss, elapsed_seconds, rng (torch / cuda generator states)
+    best_val_loss, val_loss, train_loss, elapsed_seconds, rng (torch / cuda generator states),
+    run_started (wall-clock time the run began; kept on resume)
 
 Writes go to a temporary file in the same folder, are flushed and fsynced, then renamed over
 the old file, so a crash at any moment leaves either the old or the new checkpoint, never a
@@ -72,15 +73,39 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
 
 
 def find_default_checkpoint(runs_dir: str | Path = "runs") -> tuple[Path, str]:
-    """$CHARRNN_CHECKPOINT, else the newest best.pt under ./runs; also says which rule chose it."""
+    """$CHARRNN_CHECKPOINT, else the run under ./runs started most recently; also why.
+
+    A run's start is the `run_started` time its checkpoints carry, kept when it is resumed, so
+    continuing an old run does not make it the default; a checkpoint without one counts from
+    its file's modification time.
+    """
     env = os.environ.get("CHARRNN_CHECKPOINT")
     if env:
-        return resolve_checkpoint(env), "$CHARRNN_CHECKPOINT"
-    candidates = sorted(Path(runs_dir).glob("**/best.pt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
+        try:
+            return resolve_checkpoint(env), "$CHARRNN_CHECKPOINT"
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc} (from $CHARRNN_CHECKPOINT)") from None
+    runs = {p.parent for name in ("best.pt", "last.pt") for p in Path(runs_dir).glob(f"**/{name}")}
+    if not runs:
         raise CheckpointError(f"no checkpoint given and none found under ./{runs_dir} (train one "
                               f"with `charrnn train CONFIG`, or pass --checkpoint PATH)")
-    return candidates[-1], f"the newest under ./{runs_dir}"
+    newest = max(runs, key=lambda run: (_run_started(run), str(run)))
+    return resolve_checkpoint(newest), f"the run started most recently under ./{runs_dir}"
+
+
+def _run_started(run: Path) -> float:
+    """When a run was started: its checkpoint's `run_started`, else the file's time."""
+    path = resolve_checkpoint(run, prefer="last")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        started = state.get("run_started") if isinstance(state, dict) else None
+        if isinstance(started, (int, float)):
+            return float(started)
+    except Exception:  # noqa: BLE001 - an unreadable run is still a candidate, by its file time
+        pass
+    return path.stat().st_mtime
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:

@@ -239,8 +239,8 @@ def _validation_corpus(loaded):
 def info_cmd(
     path: Optional[str] = typer.Argument(
         None, metavar="[CKPT|RUN_DIR]",
-        help="Checkpoint or run directory. Default: $CHARRNN_CHECKPOINT, else the newest "
-             "best.pt under ./runs.", show_default=False),
+        help="Checkpoint or run directory. Default: $CHARRNN_CHECKPOINT, else the best.pt of "
+             "the run started most recently under ./runs.", show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Describe a checkpoint: model, sizes, parameters, vocab, step and losses (--json: and config).

@@ -201,6 +201,8 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: 
     vocab_size = len(corpus.vocab)
     val_ids = corpus.val.to(device)
     started = time.monotonic()
+    # wall-clock start of the run, kept on resume: the default checkpoint is the newest run's
+    run_started = state.get("run_started") if state is not None else time.time()
     elapsed = lambda: elapsed_before + time.monotonic() - started  # noqa: E731
     window_loss, window_steps, window_start, window_step0 = 0.0, 0, time.monotonic(), step
     train_loss, bad_steps, stopped_by = None, 0, "max_steps"
@@ -218,6 +220,7 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: 
                                                    "windows_per_pass": batcher.windows_per_pass},
                    "hidden": _hidden_to(hidden, "cpu"), "best_val_loss": best, "val_loss": val_loss,
                    "train_loss": train_loss, "elapsed_seconds": elapsed(),
+                   "run_started": run_started,
                    "rng": capture_rng(device), "scaler": scaler.state_dict()}
         for name in path_names:
             save_checkpoint(payload, out / name)

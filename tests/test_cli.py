@@ -2,7 +2,9 @@
 
 import json
 import math
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,10 +108,13 @@ def test_info_describes_the_model(tiny_run):
 def test_resume_continues_a_saved_run(tiny_run, tmp_path):
     out = tmp_path / "short"
     assert run_cli("train", str(TINY), "--out", str(out), "--max-steps", "40", "-q").returncode == 0
+    started = torch.load(out / "last.pt", weights_only=True)["run_started"]
     proc = run_cli("train", "--resume", str(out), "--max-steps", "60")
     assert proc.returncode == 0, proc.stderr
     assert "from step 40 to 60" in proc.stderr
-    assert torch.load(out / "last.pt", weights_only=True)["step"] == 60
+    resumed = torch.load(out / "last.pt", weights_only=True)
+    assert resumed["step"] == 60
+    assert resumed["run_started"] == started  # still the same run, begun at the same time
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["sample"], ["eval"], ["info"]])
@@ -229,3 +234,53 @@ def test_a_model_loaded_for_sampling_takes_only_its_weights_on_the_gpu(tiny_run)
     loaded = load_model(str(tiny_run), "cuda")
     weights = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
     assert torch.cuda.memory_allocated() - before <= weights + 4096  # no optimizer moments
+
+
+# ----------------------------------------------------------------------------- default checkpoint
+
+def _stamped_run(tiny_run, folder, started):
+    """A copy of the tiny run whose checkpoints say the run began at `started` (None: unknown)."""
+    folder.mkdir(parents=True)
+    for name in ("best.pt", "last.pt"):
+        state = torch.load(tiny_run / name, weights_only=True)
+        state.pop("run_started", None)
+        if started is not None:
+            state["run_started"] = started
+        torch.save(state, folder / name)
+    return folder
+
+
+def test_the_default_checkpoint_is_the_run_started_last_even_after_a_resume(tiny_run, tmp_path,
+                                                                            monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    _stamped_run(tiny_run, tmp_path / "runs" / "new", 2000.0)
+    old = _stamped_run(tiny_run, tmp_path / "runs" / "old", 1000.0)
+    os.utime(old / "best.pt")  # resuming the old run rewrites its checkpoints (newest files)
+    os.utime(old / "last.pt")
+    code, out, err = cli("info", "--json")
+    assert code == 0 and json.loads(out)["path"] == str(Path("runs", "new", "best.pt")), err
+    code, _, err = cli("sample", "--length", "3", "--greedy")
+    assert code == 0 and "runs/new/best.pt (the run started most recently" in err, err
+    # a run whose checkpoint has no start time counts from its file time
+    legacy = _stamped_run(tiny_run, tmp_path / "runs" / "legacy", None)
+    os.utime(legacy / "last.pt", (3000.0, 3000.0))
+    assert json.loads(cli("info", "--json")[1])["path"] == str(Path("runs", "legacy", "best.pt"))
+
+
+def test_errors_about_an_automatically_chosen_checkpoint_name_it(tiny_run, tmp_path,
+                                                                 monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    _stamped_run(tiny_run, tmp_path / "runs" / "demo", 1.0)
+    chosen = "runs/demo/best.pt"
+    for args in (["sample", "--prime", "SHARKS"], ["eval", "-"]):
+        code, _, err = cli(*args, stdin="SHARKS feed on tuna")
+        assert code == 2 and chosen in err and "started most recently" in err, err
+    (tmp_path / "runs" / "demo" / "best.pt").write_bytes(b"not a checkpoint\n")
+    code, _, err = cli("eval", stdin="sharks")
+    assert code == 2 and chosen in err and "not a charrnn checkpoint" in err, err
+    monkeypatch.setenv("CHARRNN_CHECKPOINT", str(tmp_path / "gone.pt"))
+    code, _, err = cli("info")
+    assert code == 2 and "gone.pt" in err and "$CHARRNN_CHECKPOINT" in err, err
+    # the user's own naming needs no second mention
+    code, _, err = cli("sample", "-c", tiny_run, "--prime", "SHARKS")
+    assert code == 2 and "started most recently" not in err and err.count(str(tiny_run)) <= 1
