@@ -103,13 +103,20 @@ def probe_text(model, vocab: Vocab, text: str, device: torch.device, *, top_k: i
     ids = vocab.encode(text).long().to(device)
     x = model.embed(ids.unsqueeze(0))  # (1, T, E)
     found: dict[tuple[int, str], torch.Tensor] = {}
-    for k in range(rnn.num_layers):
-        layer = _single_layer(rnn, k)
-        out, _ = layer(x)  # (1, T, H): this layer's h at every step
-        found[(k, "h")] = out[0]
-        if units and isinstance(rnn, nn.LSTM):
-            found.update({(k, kind): v for kind, v in lstm_gates(x[0], out[0], layer).items()})
-        x = out
+    threads = torch.get_num_threads()
+    if device.type == "cpu":  # one text read a step at a time: more threads only wait (10x+)
+        torch.set_num_threads(1)
+    try:
+        for k in range(rnn.num_layers):
+            layer = _single_layer(rnn, k)
+            out, _ = layer(x)  # (1, T, H): this layer's h at every step
+            found[(k, "h")] = out[0]
+            if units and isinstance(rnn, nn.LSTM):
+                found.update({(k, kind): v
+                              for kind, v in lstm_gates(x[0], out[0], layer).items()})
+            x = out
+    finally:
+        torch.set_num_threads(threads)
     logp = torch.log_softmax(model.head(x[0]).float(), dim=-1)  # (T, V): prediction for t + 1
     k = min(top_k, len(vocab))
     top_lp, top_ids = logp.topk(k, dim=-1)

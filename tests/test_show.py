@@ -92,6 +92,8 @@ def test_the_page_in_a_headless_browser(tiny_run, tmp_path):
             errors = []
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
+            requests = []
+            page.on("request", lambda r: requests.append(r.url))
             started = time.monotonic()
             page.goto(page_file.as_uri())
             page.wait_for_selector("body[data-ready='1']")
@@ -114,7 +116,7 @@ def test_the_page_in_a_headless_browser(tiny_run, tmp_path):
             assert colours() != unit
             page.fill("#unit", "3")
             assert "forget gate f 3" in page.inner_text("#what")
-            assert errors == []
+            assert errors == [] and requests == [page_file.as_uri()]  # nothing fetched
         finally:
             browser.close()
     assert opened < 10  # about a second on a quiet machine; generous for a busy one
