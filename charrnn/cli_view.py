@@ -31,7 +31,7 @@ def _colour(stream) -> bool:
 
 
 def plot_cmd(
-    runs: List[str] = typer.Argument(..., metavar="RUN_DIR...",
+    runs: List[str] = typer.Argument(..., metavar="RUN_DIR",
                                      help="Run directories to draw; several overlay."),
     out: Optional[str] = typer.Option(None, "--out", "-o", metavar="FILE.png|FILE.svg",
                                       help="Write an image instead of drawing in the terminal."),
@@ -138,9 +138,10 @@ def show_cmd(
                                             "likeliest characters, and every unit's activity."),
     as_json: bool = typer.Option(False, "--json", help="Print per-character records (char, "
                                                         "logprob in nats, top) as JSON."),
-    top: int = typer.Option(0, "--top", min=0, help="List the most surprising characters with "
-                                                    "the K likeliest instead (--json: K per "
-                                                    "record, default 5)."),
+    top: int = typer.Option(0, "--top", min=0, metavar="K",
+                            help="Under the text, list the ten most surprising characters, each "
+                                 "with the K the model expected there (--json: K choices per "
+                                 "record, default 5)."),
     device: str = DEVICE_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
