@@ -105,13 +105,16 @@ def train_cmd(
 
     Example: charrnn train configs/tiny.yaml --set model.type=gru --out runs/gru
     """
-    from charrnn.config import load_config
+    from charrnn.config import check_flag, load_config
 
     sets = list(overrides)
-    for key, value in (("data.path", data), ("train.out_dir", out), ("train.device", device),
-                       ("train.max_steps", max_steps), ("train.max_minutes", max_minutes),
-                       ("train.seed", seed), ("train.threads", threads)):
+    for flag, key, value in (("--data", "data.path", data), ("--out", "train.out_dir", out),
+                             ("--device", "train.device", device),
+                             ("--max-steps", "train.max_steps", max_steps),
+                             ("--max-minutes", "train.max_minutes", max_minutes),
+                             ("--seed", "train.seed", seed), ("--threads", "train.threads", threads)):
         if value is not None:
+            check_flag(flag, key, value)  # so that its error names the flag, not the file
             sets.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
     if config is None and resume is None:
         raise cli_errors.UsageError("give a CONFIG file, or --resume RUN_DIR to continue a run")
@@ -124,6 +127,10 @@ def train_cmd(
         cfg.data.corpus = None  # an explicit --data wins over a named corpus
 
     reporter = make_reporter(quiet)
+    from charrnn.device import available_cores
+    if cfg.train.threads and cfg.train.threads > available_cores():
+        reporter.warn(f"train.threads = {cfg.train.threads} is more than the {available_cores()} "
+                      f"core(s) this process may use: training will be slower, not faster")
     stop = {"requested": False}
 
     def on_signal(signum, frame):

@@ -77,7 +77,7 @@ class TrainConfig:
     precision: str = _opt("auto", "auto (fp32; on CUDA with TF32), fp32, fp16 or bf16 (CUDA only)",
                           choices=("auto", "fp32", "fp16", "bf16"))
     threads: Optional[int] = _opt(None, "CPU threads (null: the cores this process may use)", min=1)
-    seed: int = _opt(1337, "seed for weights, dropout and sampling")
+    seed: int = _opt(1337, "seed for weights, dropout and sampling", min=0, max=2**64 - 1)
 
 
 @dataclass
@@ -152,10 +152,12 @@ def _check_value(key: str, value: Any, f: dataclasses.Field,
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and (value < lo or (meta["min_open"] and value == lo)):
         op = ">" if meta["min_open"] else ">="
-        return value, f"{key}: must be {op} {lo:g}, got {value!r}"
+        return value, f"{key}: must be {op} {lo:g}, got {value!r}" if isinstance(lo, float) \
+            else f"{key}: must be {op} {lo}, got {value!r}"
     if hi is not None and (value > hi or (meta["max_open"] and value == hi)):
         op = "<" if meta["max_open"] else "<="
-        return value, f"{key}: must be {op} {hi:g}, got {value!r}"
+        return value, f"{key}: must be {op} {hi:g}, got {value!r}" if isinstance(hi, float) \
+            else f"{key}: must be {op} {hi}, got {value!r}"
     return value, None
 
 
@@ -210,6 +212,16 @@ def without_removed(raw: dict) -> dict:
         if isinstance(out.get(section), dict):
             out[section].pop(name, None)
     return out
+
+
+def check_flag(flag: str, key: str, value: Any) -> None:
+    """Check a command-line flag's value as its `section.key` would be, naming the flag."""
+    section, name = key.split(".")
+    cls = _SECTION_CLASSES[section]
+    field_ = next(f for f in dataclasses.fields(cls) if f.name == name)
+    _, problem = _check_value(flag, value, field_, typing.get_type_hints(cls)[name])
+    if problem:
+        raise ConfigError(problem)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -77,6 +77,17 @@ def remove_stale_temp_files(run_dir: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def make_run_dir(run_dir: Path) -> None:
+    """Create the run directory; one that cannot be made or written to is bad input."""
+    try:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"cannot create the run directory {run_dir}: "
+                          f"{exc.strerror or exc}") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise RunDirError(f"cannot write into the run directory {run_dir}: permission denied")
+
+
 def existing_checkpoints(run_dir: Path) -> list[str]:
     return [name for name in CHECKPOINT_NAMES if (Path(run_dir) / name).exists()]
 

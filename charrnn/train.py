@@ -30,7 +30,7 @@ from charrnn.device import (autocast, configure_precision, grad_scaler, resolve_
 from charrnn.errors import RunDirError, TrainingFailed
 from charrnn.evaluate import stream_loss
 from charrnn.models import build_model, check_model_type, count_parameters, detach_hidden
-from charrnn.rundir import MetricsLog, RunLock, check_new_run, clear_run
+from charrnn.rundir import MetricsLog, RunLock, check_new_run, clear_run, make_run_dir
 from charrnn.vocab import Vocab
 
 EventFn = Callable[[str, dict], None]
@@ -159,7 +159,7 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
         raise RunDirError(f"--out {out} is a file, not a directory")
     if state is None:
         check_new_run(out, force)
-    out.mkdir(parents=True, exist_ok=True)
+    make_run_dir(out)
     with RunLock(out):
         if state is None and force:
             clear_run(out)

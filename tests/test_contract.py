@@ -155,6 +155,45 @@ def test_a_file_that_is_not_a_checkpoint_is_called_so(tmp_path, cli):
     assert not (tmp_path / "PWNED").exists()
 
 
+def test_a_flag_error_names_the_flag_not_the_config_file(tmp_path, cli):
+    config = _write(tmp_path, "my.yaml", "train: {max_steps: 10}\n")
+    for args, expected in ((["--max-steps", "-3"], "--max-steps: must be >= 0, got -3"),
+                           (["--max-minutes", "nan"], "--max-minutes: must be a finite number"),
+                           (["--max-minutes", "0"], "--max-minutes: must be > 0"),
+                           (["--threads", "0"], "--threads: must be >= 1, got 0"),
+                           (["--seed", str(2**70)], "--seed: must be <= 18446744073709551615")):
+        code, out, err = cli("train", config, *args, "--out", tmp_path / "run")
+        assert code == 2 and err.startswith(f"error: {expected}"), err
+        assert "my.yaml" not in err and err.count("\n") == 1
+    code, _, err = cli("train", config, "--set", "train.max_steps=-3")
+    assert code == 2 and "my.yaml: train.max_steps: must be >= 0" in err  # the file's key
+
+
+def test_an_out_that_cannot_be_a_directory_is_bad_input(tmp_path, cli):
+    blocker = Path(_write(tmp_path, "blocker", "a file"))
+    for out in (blocker, blocker / "run"):
+        code, _, err = cli("train", TINY, "--out", out, "--max-steps", "1")
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+        assert str(out) in err
+    assert blocker.read_text() == "a file"
+
+
+def test_more_threads_than_cores_warns(tmp_path, cli):
+    from charrnn.device import available_cores
+    before = torch.get_num_threads()
+    try:
+        code, _, err = cli("train", TINY, "--out", tmp_path / "t", "--max-steps", "0",
+                           "--threads", str(available_cores() + 1))
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0, err
+    assert f"warning: train.threads = {available_cores() + 1} is more than the " \
+           f"{available_cores()} core(s)" in err
+    code, _, err = cli("train", TINY, "--out", tmp_path / "u", "--max-steps", "0",
+                       "--threads", "1")
+    assert code == 0 and "warning" not in err
+
+
 def test_debug_shows_the_traceback(tmp_path):
     proc = run_cli("train", str(tmp_path / "nope.yaml"), env={"CHARRNN_DEBUG": "1"})
     assert proc.returncode != 0 and "Traceback" in proc.stderr
