@@ -292,6 +292,25 @@ def resolve_relative(path: str | None, base: Path) -> str | None:
     return str(candidate) if candidate.exists() else path
 
 
+def reference() -> str:
+    """Every key of every section with its default and help, as YAML (the README's block).
+
+    Generated from the dataclasses, so the documented keys cannot drift from the real ones:
+    `python -m charrnn.config` prints it.
+    """
+    lines = []
+    for name, cls in _SECTION_CLASSES.items():
+        lines.append(f"{name}:")
+        for f in dataclasses.fields(cls):
+            value = yaml.safe_dump(f.default, default_flow_style=True).removesuffix("\n...\n")
+            lines.append(f"  {f.name}: {value.strip()}".ljust(28) + f"# {f.metadata['help']}")
+    return "\n".join(lines) + "\n"
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (the run directory's `config.yaml`)."""
     write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+if __name__ == "__main__":
+    print(reference(), end="")

@@ -284,3 +284,21 @@ def test_errors_about_an_automatically_chosen_checkpoint_name_it(tiny_run, tmp_p
     # the user's own naming needs no second mention
     code, _, err = cli("sample", "-c", tiny_run, "--prime", "SHARKS")
     assert code == 2 and "started most recently" not in err and err.count(str(tiny_run)) <= 1
+
+
+# ----------------------------------------------------------------------------- README claims
+
+def test_readme_lists_every_config_key_with_its_default():
+    from charrnn.config import reference
+    readme = (TINY.parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "```yaml\n" + reference() + "```" in readme  # regenerate: python -m charrnn.config
+
+
+def test_sample_length_defaults_to_the_checkpoint_config_and_a_sample_ends_a_line(
+        tiny_run, tmp_path, cli):
+    state = torch.load(tiny_run / "best.pt", weights_only=True)
+    state["config"]["sample"]["length"] = 7
+    torch.save(state, tmp_path / "seven.pt")
+    code, out, err = cli("sample", "-c", tmp_path / "seven.pt", "--prime", "sharks", "--greedy")
+    assert code == 0, err
+    assert out == "sharks feed o\n"
