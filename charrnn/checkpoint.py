@@ -27,7 +27,7 @@ import torch
 from charrnn import __version__
 from charrnn.config import without_removed
 from charrnn.errors import CheckpointError, TrainingFailed
-from charrnn.fsutil import fsync_dir
+from charrnn.fsutil import atomic_write
 
 FORMAT = "charrnn-checkpoint"
 FORMAT_VERSION = 1
@@ -41,19 +41,10 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
     path = Path(path)
     state = {"format": FORMAT, "format_version": FORMAT_VERSION, "charrnn_version": __version__,
              **state}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as fh:
+        with atomic_write(path) as fh:  # removes its temporary file on any way out, Ctrl-C too
             torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
     except OSError as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
         raise TrainingFailed(f"could not write checkpoint {path}: {exc.strerror or exc}; the "
                              f"previous checkpoint there is intact") from exc
 

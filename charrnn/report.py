@@ -75,7 +75,7 @@ class Reporter:
         self._print(f"step {info['step']}  val loss {info['val_loss']:.4f}{mark}")
 
     def _on_note(self, info: dict) -> None:
-        self._print(f"warning: {info['message']}")
+        self._print(("warning: " if info.get("warning", True) else "") + info["message"])
 
     def _print(self, message: str) -> None:
         if self._progress is not None:

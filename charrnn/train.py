@@ -30,21 +30,11 @@ from charrnn.device import (autocast, configure_precision, grad_scaler, resolve_
 from charrnn.errors import RunDirError, TrainingFailed
 from charrnn.evaluate import stream_loss
 from charrnn.models import build_model, check_model_type, count_parameters, detach_hidden
+from charrnn.resume import check_resume_compatible, check_same_text, check_vocab, text_fingerprint
 from charrnn.rundir import MetricsLog, RunLock, check_new_run, clear_run, make_run_dir
-from charrnn.vocab import Vocab
+from charrnn.schedule import Plan, describe, lr_at, replan
 
 EventFn = Callable[[str, dict], None]
-
-# Settings a resumed run may change; any other difference is refused (it cannot apply).
-RESUMABLE = {
-    "data.path", "data.corpus", "data.encoding_errors",
-    "train.max_steps", "train.max_minutes", "train.lr", "train.min_lr_ratio", "train.lr_schedule",
-    "train.warmup_steps", "train.eval_every", "train.eval_batches", "train.save_every",
-    "train.log_every", "train.skip_nonfinite", "train.out_dir", "train.device",
-    "train.precision", "train.threads", "train.grad_clip", "train.weight_decay",
-    "sample.length", "sample.temperature", "sample.top_k", "sample.top_p",
-}
-
 
 @dataclass
 class TrainResult:
@@ -57,47 +47,11 @@ class TrainResult:
     elapsed_seconds: float
 
 
-def lr_at(step: int, cfg, elapsed: float = 0.0) -> float:
-    """Learning rate for `step`: linear warm-up, then constant or cosine down to min_lr_ratio.
-
-    With a time budget (`max_minutes`), the cosine follows whichever budget runs out first.
-    """
-    t = cfg.train
-    if t.warmup_steps and step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
-    if t.lr_schedule == "constant":
-        return t.lr
-    span = max(1, t.max_steps - t.warmup_steps)
-    progress = (step - t.warmup_steps) / span
-    if t.max_minutes:
-        progress = max(progress, elapsed / (t.max_minutes * 60))
-    progress = min(1.0, max(0.0, progress))
-    floor = t.lr * t.min_lr_ratio
-    return floor + (t.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def config_from_checkpoint(path: str, overrides: list[str] = ()) -> Config:
     """The config a run was trained with, with `--set` overrides applied (for --resume alone)."""
     state = load_checkpoint(resolve_checkpoint(path, prefer="last"))
     return config_from_dict(apply_overrides(state["config"], list(overrides)),
                             source=f"{state['path']} (config)")
-
-
-def _flatten(cfg_dict: dict) -> dict:
-    return {f"{s}.{k}": v for s, body in cfg_dict.items() for k, v in body.items()}
-
-
-def check_resume_compatible(old: dict, new: Config) -> list[str]:
-    """Refuse changes that cannot apply to a saved run; return the ones that can (to log)."""
-    before, after = _flatten(old), _flatten(new.to_dict())
-    changed = sorted(k for k in after if before.get(k) != after[k])
-    refused = [k for k in changed if k not in RESUMABLE]
-    if refused:
-        k = refused[0]
-        raise RunDirError(f"cannot resume with {k} = {after[k]!r}: the saved run has {k} = "
-                          f"{before.get(k)!r}, and it cannot change mid-run (start a new run "
-                          f"with another --out instead)")
-    return [f"{k}: {before.get(k)!r} -> {after[k]!r}" for k in changed]
 
 
 def _make_optimizer(model, cfg) -> torch.optim.Optimizer:
@@ -149,11 +103,19 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
     precision = resolve_precision(cfg.train.precision, device)
     threads = set_threads(cfg.train.threads)
     corpus = load_training_corpus(cfg)
-    if state is not None and Vocab(state["vocab"]) != corpus.vocab:
-        raise RunDirError(f"cannot resume: the characters of {corpus.source} differ from the "
-                          f"saved run's vocab ({len(corpus.vocab)} vs {len(state['vocab'])})")
+    notes = []
+    if state is not None:
+        check_vocab(state["vocab"], corpus.vocab, corpus.source)
     # the ids move to the device once (1 byte per character), so no step copies a batch over
     batcher = StreamBatcher(corpus.train.to(device), cfg.train.batch_size, cfg.train.seq_len)
+    data = {**text_fingerprint(corpus.ids),
+            "layout": {"batch_size": batcher.batch_size, "seq_len": batcher.seq_len,
+                       "windows_per_pass": batcher.windows_per_pass}}
+    if state is not None:
+        warning = check_same_text(state, cfg, data, corpus.source)
+        if warning:
+            state["hidden"] = None
+            notes.append(warning)
 
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out} is a file, not a directory")
@@ -164,13 +126,13 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
         if state is None and force:
             clear_run(out)
         save_config(cfg, out / "config.yaml")
-        return _run(cfg, out, corpus, batcher, state, device, precision, threads, emit,
-                    should_stop, changes if state is not None else [])
+        return _run(cfg, out, corpus, batcher, data, state, device, precision, threads, emit,
+                    should_stop, changes if state is not None else [], notes)
 
 
-def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: dict | None,
-         device: torch.device, precision: str, threads: int, emit: EventFn,
-         should_stop: Callable[[], bool], changes: list[str]) -> TrainResult:
+def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: dict,
+         state: dict | None, device: torch.device, precision: str, threads: int, emit: EventFn,
+         should_stop: Callable[[], bool], changes: list[str], notes: list[str]) -> TrainResult:
     t = cfg.train
     seed_everything(t.seed)
     model = build_model(cfg.model, len(corpus.vocab)).to(device)
@@ -178,6 +140,7 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: 
     configure_precision(precision, device)
     scaler = grad_scaler(device, precision)
     step, best, val_loss, hidden, elapsed_before = 0, None, None, None, 0.0
+    window_loss, window_steps, bad_steps, plan, plan_note = 0.0, 0, 0, None, None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -187,9 +150,16 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: 
         val_loss = state.get("val_loss")
         hidden = _hidden_to(state.get("hidden"), device)
         elapsed_before = state.get("elapsed_seconds", 0.0)
+        window = state.get("train_window") or {"loss": 0.0, "steps": 0}
+        window_loss, window_steps = window["loss"], window["steps"]
+        bad_steps = state.get("skipped_steps", 0)
         restore_rng(state.get("rng", {}), device)
         if scaler.is_enabled() and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
+        saved_plan = Plan.from_dict(state.get("schedule"))
+        plan = replan(step, elapsed_before, config_from_dict(state["config"]), cfg, saved_plan)
+        if plan != saved_plan:
+            plan_note = describe(plan, cfg)
     metrics = MetricsLog(out / "metrics.jsonl", resume_step=step if state is not None else None)
     emit("start", {"run_dir": str(out), "device": str(device), "threads": threads,
                    "model": cfg.model.type, "parameters": count_parameters(model),
@@ -197,18 +167,24 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: 
                    "val_chars": len(corpus.val), "start_step": step, "max_steps": t.max_steps,
                    "resumed_from": state["path"] if state else None, "changes": changes,
                    "cached": corpus.cached})
+    for note in notes:
+        emit("note", {"message": note})
+    if plan_note:
+        emit("note", {"message": plan_note, "warning": False})
 
-    vocab_size = len(corpus.vocab)
+    vocab_size, has_val = len(corpus.vocab), len(corpus.val) > 0
     val_ids = corpus.val.to(device)
     started = time.monotonic()
     # wall-clock start of the run, kept on resume: the default checkpoint is the newest run's
     run_started = state.get("run_started") if state is not None else time.time()
     elapsed = lambda: elapsed_before + time.monotonic() - started  # noqa: E731
-    window_loss, window_steps, window_start, window_step0 = 0.0, 0, time.monotonic(), step
-    train_loss, bad_steps, stopped_by = None, 0, "max_steps"
+    window_start, window_step0 = time.monotonic(), step
+    train_loss, stopped_by = None, "max_steps"
     last_saved = step if state is not None else -1
 
     def checkpoint(path_names: tuple[str, ...]) -> None:
+        """Write the run's state; best.pt before last.pt, so that the best loss last.pt
+        records is always one that best.pt holds, whenever a crash comes."""
         if not _all_finite(model):
             raise TrainingFailed(f"step {step}: the weights are no longer finite; nothing was "
                                  f"saved over the last good checkpoint (lower train.lr or set "
@@ -218,18 +194,18 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: 
                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                    "step": step, "data_position": {"pass": position[0], "window": position[1],
                                                    "windows_per_pass": batcher.windows_per_pass},
-                   "hidden": _hidden_to(hidden, "cpu"), "best_val_loss": best, "val_loss": val_loss,
-                   "train_loss": train_loss, "elapsed_seconds": elapsed(),
+                   "data": data, "hidden": _hidden_to(hidden, "cpu"), "best_val_loss": best,
+                   "val_loss": val_loss, "train_loss": train_loss, "elapsed_seconds": elapsed(),
+                   "train_window": {"loss": window_loss, "steps": window_steps},
+                   "skipped_steps": bad_steps, "schedule": plan.to_dict() if plan else None,
                    "run_started": run_started,
                    "rng": capture_rng(device), "scaler": scaler.state_dict()}
-        for name in path_names:
+        for name in sorted(path_names):  # "best.pt" < "last.pt"
             save_checkpoint(payload, out / name)
             emit("save", {"path": str(out / name), "step": step})
 
     def evaluate() -> None:
         nonlocal val_loss, best
-        if not len(corpus.val):
-            return
         val_loss, _ = stream_loss(model, val_ids, device, streams=t.batch_size,
                                   seq_len=t.seq_len, max_windows=t.eval_batches,
                                   precision=precision)
@@ -240,6 +216,9 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: 
         emit("eval", {"step": step, "val_loss": val_loss, "best_val_loss": best,
                       "improved": improved})
         checkpoint(("last.pt", "best.pt") if improved else ("last.pt",))
+
+    def save() -> None:
+        checkpoint(("last.pt",) if has_val else ("last.pt", "best.pt"))
 
     try:
         model.train()
@@ -253,7 +232,7 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: 
             x, y, reset = batcher.batch(step)
             if reset:
                 hidden = None
-            lr = lr_at(step, cfg, elapsed())
+            lr = lr_at(step, cfg, elapsed(), plan)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast(device, precision):
@@ -265,29 +244,27 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: 
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf)
             # one device-to-host copy per step for both checks
             loss_value, norm_value = torch.stack([loss.detach(), norm.float()]).tolist()
+            step += 1
             # under fp16 an overflowing gradient is the scaler's to handle: it skips that step
-            if not math.isfinite(loss_value) or (
-                    not math.isfinite(norm_value) and not scaler.is_enabled()):
+            if math.isfinite(loss_value) and (math.isfinite(norm_value) or scaler.is_enabled()):
+                scaler.step(optimizer)
+                scaler.update()
+                hidden = detach_hidden(hidden)
+                window_loss += loss_value
+                window_steps += 1
+            else:  # skipped; whatever log, eval or save is due at this step still happens
                 scaler.update()
                 bad_steps += 1
                 if bad_steps > t.skip_nonfinite:
                     raise TrainingFailed(
-                        f"step {step + 1}: the loss or gradient is not finite ({loss_value}); "
+                        f"step {step}: the loss or gradient is not finite ({loss_value}); "
                         f"training stopped and no checkpoint was overwritten (lower train.lr, "
                         f"set train.grad_clip, or allow skips with train.skip_nonfinite)")
-                emit("note", {"message": f"step {step + 1}: non-finite loss, step skipped "
+                emit("note", {"message": f"step {step}: non-finite loss, step skipped "
                                          f"({bad_steps} of {t.skip_nonfinite} allowed)"})
                 hidden = None
-                step += 1
-                continue
-            scaler.step(optimizer)
-            scaler.update()
-            hidden = detach_hidden(hidden)
-            step += 1
-            window_loss += loss_value
-            window_steps += 1
 
-            if step % t.log_every == 0 or step == t.max_steps:
+            if (step % t.log_every == 0 or step == t.max_steps) and window_steps:
                 now = time.monotonic()
                 train_loss = window_loss / window_steps
                 rate = ((step - window_step0) * t.batch_size * t.seq_len
@@ -297,20 +274,20 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, state: 
                 metrics.write(info)
                 emit("step", {**info, "max_steps": t.max_steps})
                 window_loss, window_steps, window_start, window_step0 = 0.0, 0, now, step
-            if step % t.eval_every == 0 and len(corpus.val):
+            if step % t.eval_every == 0 and has_val:
                 evaluate()
                 last_saved = step
             elif (t.save_every and step % t.save_every == 0) or (
-                    not len(corpus.val) and step % t.eval_every == 0):
-                checkpoint(("last.pt",) if len(corpus.val) else ("last.pt", "best.pt"))
+                    not has_val and step % t.eval_every == 0):
+                save()
                 last_saved = step
         if step != last_saved:
             if window_steps:
                 train_loss = window_loss / window_steps
-            if len(corpus.val) and stopped_by != "interrupt":
+            if has_val and stopped_by != "interrupt":
                 evaluate()
             else:
-                checkpoint(("last.pt",) if len(corpus.val) else ("last.pt", "best.pt"))
+                save()
     finally:
         metrics.close()
     return TrainResult(out, step, train_loss, val_loss, best, stopped_by, elapsed())

@@ -99,3 +99,18 @@ def test_gpu_checkpoint_loads_on_cpu(tmp_path):
     proc = run_cli("sample", "-c", str(out), "--device", "cpu", "--greedy", "--prime", "sharks",
                    "--length", "20")
     assert proc.returncode == 0 and proc.stdout.startswith("sharks feed on tuna."), proc.stderr
+
+
+def test_interrupt_during_a_save_leaves_no_temporary_file(tmp_path, monkeypatch):
+    save_checkpoint(_state(1), tmp_path / "last.pt")
+    before = (tmp_path / "last.pt").read_bytes()
+
+    def interrupted(obj, fh):
+        fh.write(b"partial")
+        raise KeyboardInterrupt  # a second Ctrl-C while the file is being written
+
+    monkeypatch.setattr(ckpt.torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(_state(2), tmp_path / "last.pt")
+    assert (tmp_path / "last.pt").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

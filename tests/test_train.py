@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import signal
 import subprocess
@@ -149,3 +150,129 @@ def test_sigkill_at_any_moment_leaves_a_loadable_checkpoint(tmp_path):
     proc = run_cli("train", "--resume", str(out), "--max-steps", str(steps[-1] + 3), "-q")
     assert proc.returncode == 0, proc.stderr
     assert not list(out.glob(".*.tmp-*"))  # half-written files of killed runs are cleaned up
+
+
+def test_budget_change_on_resume_replans_the_schedule(tmp_path):
+    cfg = small_config(tmp_path, max_steps=40, lr=1.0e-2, warmup_steps=0, min_lr_ratio=0.1)
+    longer = replace(cfg, train=replace(cfg.train, max_steps=60))
+    floor = 1.0e-3
+    train(cfg, run_dir=str(tmp_path / "done"))  # finished: the learning rate is at its floor
+    notes = []
+    train(longer, resume=str(tmp_path / "done"),
+          on_event=lambda kind, info: notes.append(info["message"]) if kind == "note" else None)
+    lrs = {r["step"]: r["lr"] for r in map(json.loads, (tmp_path / "done" / "metrics.jsonl")
+                                           .read_text().splitlines()) if "lr" in r}
+    assert max(lrs[s] for s in range(41, 61)) == pytest.approx(floor)  # it never jumps up
+    assert any("continues its decay" in n and "step 60" in n for n in notes), notes
+
+    calls = []  # stopped half way, then given 20 more steps: the decay goes on from where it is
+    train(cfg, run_dir=str(tmp_path / "half"), should_stop=lambda: calls.append(1) or
+          len(calls) > 20)
+    train(longer, resume=str(tmp_path / "half"))
+    records = [json.loads(line) for line in (tmp_path / "half" / "metrics.jsonl").read_text()
+               .splitlines()]
+    lrs = [r["lr"] for r in records if "lr" in r]
+    assert lrs[20] == pytest.approx(lr_at(20, cfg))  # the old plan's rate at the resume step
+    assert lrs == sorted(lrs, reverse=True) and floor < lrs[-1] < 1.01 * floor
+
+
+def test_replanned_rate_is_continuous_and_ends_at_the_floor():
+    from charrnn.schedule import initial_plan, replan
+    cfg = small_config(Path("."), max_steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    longer = replace(cfg, train=replace(cfg.train, max_steps=145))
+    plan = replan(55, 0.0, cfg, longer, None)
+    assert lr_at(55, longer, plan=plan) == pytest.approx(lr_at(55, cfg)) == pytest.approx(0.55)
+    assert lr_at(145, longer, plan=plan) == pytest.approx(0.1)
+    assert replan(55, 0.0, cfg, cfg, None) is None  # same budget: same plan, bit-exact resume
+    assert replan(5, 0.0, cfg, longer, None) is None  # still warming up: nothing to re-plan
+    timed = replace(cfg, train=replace(cfg.train, max_minutes=2.0, max_steps=10**9))
+    plan = replan(30, 60.0, replace(timed, train=replace(timed.train, max_minutes=1.0)), timed,
+                  initial_plan(timed))
+    assert lr_at(30, timed, 60.0, plan) == pytest.approx(0.1)  # the old time budget had run out
+
+
+def test_log_window_survives_a_resume(tmp_path):
+    cfg = small_config(tmp_path, max_steps=30, log_every=7, eval_every=100)
+    train(cfg, run_dir=str(tmp_path / "a"))
+    calls = []
+    train(cfg, run_dir=str(tmp_path / "b"), should_stop=lambda: calls.append(1) or
+          len(calls) > 10)  # stops at step 10, mid-window
+    train(cfg, resume=str(tmp_path / "b"))
+    assert train_losses(tmp_path / "a") == train_losses(tmp_path / "b")
+
+
+def nonfinite_at(monkeypatch, bad_calls: set[int]) -> None:
+    """Make the gradient norm of the given steps (1-based, counted from now) not finite."""
+    real, calls = torch.nn.utils.clip_grad_norm_, []
+
+    def clip(params, max_norm):
+        calls.append(1)
+        norm = real(params, max_norm)
+        return norm * math.nan if len(calls) in bad_calls else norm
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+
+
+def test_skipped_step_keeps_its_eval_and_counts_across_resume(tmp_path, monkeypatch):
+    cfg = small_config(tmp_path, max_steps=10, eval_every=5, skip_nonfinite=1)
+    nonfinite_at(monkeypatch, {5})
+    train(cfg, run_dir=str(tmp_path / "s"))
+    records = [json.loads(line) for line in (tmp_path / "s" / "metrics.jsonl").read_text()
+               .splitlines()]
+    assert [r["step"] for r in records if "val_loss" in r] == [5, 10]  # step 5's eval is kept
+    assert load_checkpoint(tmp_path / "s" / "last.pt")["skipped_steps"] == 1
+    nonfinite_at(monkeypatch, {3})
+    with pytest.raises(TrainingFailed, match="step 13: the loss or gradient is not finite"):
+        train(replace(cfg, train=replace(cfg.train, max_steps=20)), resume=str(tmp_path / "s"))
+
+
+def test_crash_between_best_and_last_keeps_them_consistent(tmp_path, monkeypatch):
+    import charrnn.train as train_module
+
+    class Crash(BaseException):
+        pass
+
+    real, written = train_module.save_checkpoint, []
+
+    def save(payload, path):
+        if len(written) >= 2 and written[-1][1] == payload["step"] and payload["step"] > 20:
+            raise Crash  # the second file of a pair, after the first evaluation
+        real(payload, path)
+        written.append((Path(path).name, payload["step"]))
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save)
+    with pytest.raises(Crash):
+        train(small_config(tmp_path, max_steps=200, eval_every=20), run_dir=str(tmp_path / "c"))
+    last, best = (load_checkpoint(tmp_path / "c" / n) for n in ("last.pt", "best.pt"))
+    assert best["val_loss"] <= last["best_val_loss"]  # the best last.pt records, best.pt holds
+
+
+def test_resume_refuses_another_text_unless_named(tmp_path):
+    text = (ROOT / "data" / "foodchain.txt").read_text()
+    corpus = tmp_path / "food.txt"
+    corpus.write_text(text)
+    cfg = small_config(tmp_path, max_steps=20)
+    cfg = replace(cfg, data=replace(cfg.data, path=str(corpus)))
+    train(cfg, run_dir=str(tmp_path / "r"))
+    state = load_checkpoint(tmp_path / "r" / "last.pt")
+    assert state["data"]["chars"] == len(text) and len(state["data"]["sha256"]) == 64
+    edited = "".join(reversed(text.splitlines(keepends=True)))  # same characters, same length
+    corpus.write_text(edited)
+    longer = replace(cfg, train=replace(cfg.train, max_steps=30))
+    with pytest.raises(RunDirError, match="not the text this run was trained on.*--data"):
+        train(longer, resume=str(tmp_path / "r"))
+    (tmp_path / "new.txt").write_text(edited)
+    notes = []
+    result = train(replace(longer, data=replace(cfg.data, path=str(tmp_path / "new.txt"))),
+                   resume=str(tmp_path / "r"),
+                   on_event=lambda kind, info: notes.append(info["message"])
+                   if kind == "note" else None)
+    assert result.step == 30
+    assert any("another text" in n and "empty hidden state" in n for n in notes), notes
+
+
+def test_resume_vocab_error_names_the_characters(tmp_path, run_copy):
+    text = tmp_path / "more.txt"
+    text.write_text((ROOT / "data" / "foodchain.txt").read_text().replace("sharks", "sharks§"))
+    proc = run_cli("train", "--resume", str(run_copy), "--data", str(text), "--max-steps", "310")
+    assert proc.returncode == 2 and "'§'" in proc.stderr, proc.stderr
