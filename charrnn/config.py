@@ -78,6 +78,8 @@ class TrainConfig:
                           choices=("auto", "fp32", "fp16", "bf16"))
     threads: Optional[int] = _opt(None, "CPU threads (null: the cores this process may use)", min=1)
     seed: int = _opt(1337, "seed for weights, dropout and sampling", min=0, max=2**64 - 1)
+    sample_every: Optional[int] = _opt(None, "a short sample every N steps (null: every "
+                                             "eval_every; 0: none)", min=0)
 
 
 @dataclass
@@ -88,6 +90,8 @@ class SampleConfig:
     top_k: Optional[int] = _opt(None, "sample only from the k likeliest characters", min=1)
     top_p: Optional[float] = _opt(None, "sample from the smallest set with this much probability",
                                   min=0.0, max=1.0, min_open=True)
+    preview_length: int = _opt(200, "characters of each sample shown while training", min=0)
+    preview_prime: Optional[str] = _opt(None, "prime of those samples (null: a random character)")
 
 
 @dataclass

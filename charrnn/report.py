@@ -74,6 +74,9 @@ class Reporter:
         mark = " (best)" if info["improved"] else ""
         self._print(f"step {info['step']}  val loss {info['val_loss']:.4f}{mark}")
 
+    def _on_sample(self, info: dict) -> None:
+        self._print(f"sample at step {info['step']}:\n{info['text']}")
+
     def _on_note(self, info: dict) -> None:
         self._print(("warning: " if info.get("warning", True) else "") + info["message"])
 

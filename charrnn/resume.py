@@ -26,6 +26,7 @@ RESUMABLE = {
     "train.log_every", "train.skip_nonfinite", "train.out_dir", "train.device",
     "train.precision", "train.threads", "train.grad_clip", "train.weight_decay",
     "sample.length", "sample.temperature", "sample.top_k", "sample.top_p",
+    "train.sample_every", "sample.preview_length", "sample.preview_prime",
 }
 
 

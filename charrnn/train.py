@@ -30,6 +30,7 @@ from charrnn.device import (autocast, configure_precision, grad_scaler, resolve_
 from charrnn.errors import RunDirError, TrainingFailed
 from charrnn.evaluate import stream_loss
 from charrnn.models import build_model, check_model_type, count_parameters, detach_hidden
+from charrnn.preview import Previewer
 from charrnn.resume import check_resume_compatible, check_same_text, check_vocab, text_fingerprint
 from charrnn.rundir import MetricsLog, RunLock, check_new_run, clear_run, make_run_dir
 from charrnn.schedule import Plan, describe, lr_at, replan
@@ -83,7 +84,7 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
         resume: a run directory or checkpoint to continue (its `last.pt` by preference).
         run_dir: where to write; default the resumed run's folder, else `cfg.train.out_dir`.
         force: start over in a run directory that already holds checkpoints.
-        on_event: receives ("start" | "step" | "eval" | "save" | "note", info dict).
+        on_event: receives ("start" | "step" | "eval" | "save" | "sample" | "note", info dict).
         should_stop: polled between steps; when it returns True, `last.pt` is written and the
             result says `stopped_by="interrupt"`.
     """
@@ -161,6 +162,7 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
         if plan != saved_plan:
             plan_note = describe(plan, cfg)
     metrics = MetricsLog(out / "metrics.jsonl", resume_step=step if state is not None else None)
+    previewer = Previewer(cfg, corpus.vocab, device, out, step if state is not None else None)
     emit("start", {"run_dir": str(out), "device": str(device), "threads": threads,
                    "model": cfg.model.type, "parameters": count_parameters(model),
                    "vocab_size": len(corpus.vocab), "train_chars": len(corpus.train),
@@ -281,6 +283,8 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
                     not has_val and step % t.eval_every == 0):
                 save()
                 last_saved = step
+            if previewer.due(step):
+                emit("sample", previewer(model, step))
         if step != last_saved:
             if window_steps:
                 train_loss = window_loss / window_steps
@@ -290,4 +294,5 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
                 save()
     finally:
         metrics.close()
+        previewer.close()
     return TrainResult(out, step, train_loss, val_loss, best, stopped_by, elapsed())
