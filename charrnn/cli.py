@@ -66,18 +66,21 @@ def _root(
 
 # ------------------------------------------------------------------------------------ train
 
-@app.command("train")
+@app.command("train", context_settings={"allow_extra_args": True})
 def train_cmd(
+    ctx: typer.Context,
     config: Optional[Path] = typer.Argument(
         None, help="YAML config (see configs/). May be left out with --resume, which then uses "
-                   "the saved run's config.", show_default=False),
+                   "the saved run's config, or with --data, which then trains with every "
+                   "default.", show_default=False),
     overrides: List[str] = typer.Option(
         [], "--set", "-s", metavar="SECTION.KEY=VALUE",
         help="Override one config value (repeatable), e.g. --set model.type=gru "
              "--set train.lr=1e-3. Values are read as YAML scalars."),
     data: Optional[str] = typer.Option(None, "--data", "-d",
-                                       help="Training text: a file, a folder, or - for stdin "
-                                            "(sets data.path)."),
+                                       help="Training text: a file, a folder, a quoted glob "
+                                            "pattern ('src/**/*.py'), or - for stdin (sets "
+                                            "data.path)."),
     out: Optional[str] = typer.Option(None, "--out", "-o",
                                       help="Run directory for checkpoints and logs "
                                            "(sets train.out_dir; default runs/<config name>)."),
@@ -105,9 +108,12 @@ def train_cmd(
 
     Example: charrnn train configs/tiny.yaml --set model.type=gru --out runs/gru
     """
-    from charrnn.config import check_flag, load_config
+    from charrnn.config import check_flag, default_config, load_config
 
-    sets = list(overrides)
+    _check_extra_args(config, data, ctx.args)
+    sets = list(overrides) + (["data.corpus=null"] if data is not None else [])  # --data wins
+    if data not in (None, "-"):
+        data = os.path.abspath(data)  # from the current folder, whatever the config
     for flag, key, value in (("--data", "data.path", data), ("--out", "train.out_dir", out),
                              ("--device", "train.device", device),
                              ("--max-steps", "train.max_steps", max_steps),
@@ -116,15 +122,15 @@ def train_cmd(
         if value is not None:
             check_flag(flag, key, value)  # so that its error names the flag, not the file
             sets.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
-    if config is None and resume is None:
-        raise cli_errors.UsageError("give a CONFIG file, or --resume RUN_DIR to continue a run")
+    if config is None and resume is None and data is None:
+        raise cli_errors.UsageError("give a CONFIG file, --data TEXT to train with every "
+                                    "default, or --resume RUN_DIR to continue a run")
     # the config is read before torch is imported, so that its errors come at once
-    cfg = load_config(config, sets) if config is not None else None
+    cfg = (load_config(config, sets) if config is not None
+           else default_config(sets) if resume is None else None)
     from charrnn.train import config_from_checkpoint, train
     if cfg is None:
         cfg = config_from_checkpoint(resume, sets)
-    if data is not None:
-        cfg.data.corpus = None  # an explicit --data wins over a named corpus
 
     reporter = make_reporter(quiet)
     from charrnn.device import available_cores
@@ -155,6 +161,22 @@ def train_cmd(
         raise typer.Exit(130)
     why = " (time budget reached)" if result.stopped_by == "max_minutes" else ""
     reporter.info(f"done at step {result.step}{why}{best}; checkpoints in {result.run_dir}")
+
+
+def _check_extra_args(config: Optional[Path], data: Optional[str], extra: List[str]) -> None:
+    """Arguments beyond CONFIG: most often a --data pattern that the shell expanded."""
+    if data is not None and config is not None and config.suffix not in (".yaml", ".yml"):
+        extra = [str(config), *extra]  # the second file of the pattern was taken as CONFIG
+    if not extra:
+        return
+    if data is None:
+        raise cli_errors.UsageError(f"unexpected extra argument(s): {' '.join(extra)}")
+    files = ", ".join([data, *extra][:4]) + (", ..." if len(extra) > 3 else "")
+    folder = os.path.dirname(data) or "."
+    raise cli_errors.UsageError(
+        f"--data takes one path, but the shell expanded a pattern into {len(extra) + 1} files "
+        f"({files}): quote the pattern (--data '{folder}/*{os.path.splitext(data)[1]}') or "
+        f"pass the folder (--data {folder}/)")
 
 
 # ------------------------------------------------------------------------------------ sample
@@ -233,7 +255,7 @@ def _validation_corpus(loaded):
     if cfg.data.path == "-" and not cfg.data.corpus:
         raise DataError("cannot rebuild the validation split: the model was trained on text "
                         "from stdin; give the TEXT_FILE to score, or pipe it in")
-    corpus = load_training_corpus(cfg)
+    corpus = load_training_corpus(cfg, missing="if it has moved, give it as TEXT_FILE")
     if corpus.vocab != loaded.vocab or len(corpus.val) < 2:
         raise DataError(f"cannot rebuild the validation split of {corpus.source}: give "
                         f"the TEXT_FILE to score")

@@ -16,8 +16,8 @@ import typer
 data_app = typer.Typer(help="Fetch and list known corpora (tinyshakespeare, enwik8, text8).",
                        no_args_is_help=True)
 
-_TO_HELP = "Corpora folder (default: $CHARRNN_DATA_DIR, else data/corpora under the current " \
-           "directory)."
+_TO_HELP = "Corpora folder (default: $CHARRNN_DATA_DIR, else $XDG_DATA_HOME/charrnn/corpora, " \
+           "by default ~/.local/share/charrnn/corpora)."
 
 
 def _mb(size: Optional[int]) -> str:

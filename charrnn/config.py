@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import glob
 import math
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +23,7 @@ import yaml
 
 from charrnn.errors import ConfigError
 from charrnn.fsutil import write_text_atomic
+from charrnn.textsource import has_glob
 
 
 def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -279,21 +283,50 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    """Load a YAML config, apply overrides, validate, and resolve paths against its folder."""
-    raw = apply_overrides(read_yaml(path), list(overrides))
-    cfg = config_from_dict(raw, source=str(path))
+    """Load a YAML config, apply overrides, validate, and make the data path absolute.
+
+    The file's `data.path` is relative to the config file (then to the current folder, where
+    older configs expect it); a path given as an override is relative to the current folder.
+    """
+    raw = read_yaml(path)
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str):
+        raw = {**raw, "data": {**data, "path": resolve_relative(data["path"], Path(path).parent)}}
+    return _finish(config_from_dict(apply_overrides(raw, list(overrides)), source=str(path)),
+                   Path(path).stem, str(path))
+
+
+def default_config(overrides: list[str] = ()) -> Config:
+    """Every default with overrides applied (`charrnn train --data my.txt`, no CONFIG).
+
+    The run directory is named after the text: runs/my for my.txt.
+    """
+    cfg = config_from_dict(apply_overrides({}, list(overrides)), source="the command line")
+    stem = re.sub(r"[^\w.-]", "", Path(cfg.data.path or "").stem) if cfg.data.path != "-" else ""
+    return _finish(cfg, stem or "run", "the command line")
+
+
+def _finish(cfg: Config, name: str, source: str) -> Config:
+    if cfg.data.corpus and cfg.data.path:
+        raise ConfigError(f"{source}: data.corpus ({cfg.data.corpus}) and data.path "
+                          f"({cfg.data.path}) are both set: keep one of them")
     if cfg.train.out_dir is None:
-        cfg.train.out_dir = str(Path("runs") / Path(path).stem)
-    cfg.data.path = resolve_relative(cfg.data.path, Path(path).parent)
+        cfg.train.out_dir = str(Path("runs") / name)
+    if cfg.data.path not in (None, "-"):
+        cfg.data.path = os.path.abspath(Path(cfg.data.path).expanduser())
     return cfg
 
 
-def resolve_relative(path: str | None, base: Path) -> str | None:
-    """A relative path as given if it exists from here, else relative to `base` if it exists there."""
-    if path is None or path == "-" or Path(path).is_absolute() or Path(path).exists():
+def resolve_relative(path: str, base: Path) -> str:
+    """A relative data path from `base` (a config's folder) if it is there, else from the
+    current folder if it is there, else from `base`; absolute in every case but `-`."""
+    if path == "-" or Path(path).expanduser().is_absolute():
         return path
-    candidate = base / path
-    return str(candidate) if candidate.exists() else path
+    for root in (base, Path.cwd()):
+        candidate = os.path.abspath(root / path)
+        if Path(candidate).exists() or (has_glob(path) and glob.glob(candidate, recursive=True)):
+            return candidate
+    return os.path.abspath(base / path)
 
 
 def reference() -> str:

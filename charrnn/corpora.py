@@ -1,12 +1,12 @@
 """Known corpora: where each comes from, where it lives on disk, and fetching it safely.
 
 A fetch streams the download through `fsutil.atomic_write` (a hidden temp file beside the
-destination; a zip first goes to a nameless temp file), checks its size (and sha256 where
-known), unpacks the zip member if the corpus comes zipped, then fsyncs and renames. So a
-failed, corrupt or interrupted fetch leaves nothing half-written behind and never touches a
-file that is already there. Corpora live in `data/corpora/` under the current
-directory unless `$CHARRNN_DATA_DIR` (or an explicit folder) says otherwise, and each URL can be
-pointed at a mirror with `$CHARRNN_URL_<NAME>`.
+destination; a zip first goes to a nameless temp file), checks its size and sha256, unpacks the
+zip member if the corpus comes zipped, then fsyncs and renames. So a failed, corrupt or
+interrupted fetch leaves nothing half-written behind and never touches a file that is already
+there. Corpora live in the user's data folder (`$XDG_DATA_HOME/charrnn/corpora`) unless
+`$CHARRNN_DATA_DIR` (or an explicit folder) says otherwise, and each URL can be pointed at a
+mirror with `$CHARRNN_URL_<NAME>`.
 
 Library code: it raises CharRNNError kinds and reports progress through a callback. No torch.
 """
@@ -33,7 +33,6 @@ from charrnn import __version__
 from charrnn.errors import DataError, FetchError
 from charrnn.fsutil import atomic_write
 
-DEFAULT_DIR = Path("data") / "corpora"
 DIR_ENV = "CHARRNN_DATA_DIR"
 CHUNK = 1 << 20
 TIMEOUT_S = 60.0
@@ -142,9 +141,15 @@ def get_spec(name: str) -> CorpusSpec:
 
 
 def corpora_dir(to: str | os.PathLike | None = None) -> Path:
-    """Where corpora live: `to`, else $CHARRNN_DATA_DIR, else data/corpora/ under the cwd."""
-    chosen = to if to not in (None, "") else os.environ.get(DIR_ENV) or DEFAULT_DIR
-    return Path(chosen).expanduser()
+    """Where corpora live: `to`, else $CHARRNN_DATA_DIR, else the user's data folder
+    ($XDG_DATA_HOME/charrnn/corpora, by default ~/.local/share/charrnn/corpora), the same
+    whatever folder charrnn runs in."""
+    if to not in (None, ""):
+        return Path(to).expanduser()
+    if os.environ.get(DIR_ENV):
+        return Path(os.environ[DIR_ENV]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base).expanduser() / "charrnn" / "corpora"
 
 
 def corpus_path(name: str) -> Path:

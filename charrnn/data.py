@@ -31,7 +31,7 @@ import torch
 
 from charrnn.errors import DataError
 from charrnn.fsutil import atomic_write, write_text_atomic
-from charrnn.textsource import Source, open_source, pieces, read_text  # noqa: F401 (re-export)
+from charrnn.textsource import Source, has_glob, open_source, pieces, read_text  # noqa: F401
 from charrnn.vocab import Vocab
 
 CACHE_MIN_BYTES = 1 << 20  # smaller files load faster than a cache lookup would save
@@ -205,18 +205,25 @@ def _corpus(vocab: Vocab, ids: torch.Tensor, val_fraction: float, name: str,
     return Corpus(vocab, ids, train, val, name, cached)
 
 
-def load_training_corpus(cfg) -> Corpus:
+def load_training_corpus(cfg, missing: str = "if the text has moved, pass --data with its "
+                                              "new place") -> Corpus:
     """The corpus a config names (a path, or a known corpus fetched by `charrnn data get`).
 
     Used by training and by `charrnn eval`, which rebuilds the validation split from it.
+    `missing` says what to do when the text of a saved run is no longer where it was.
     """
     path = cfg.data.path
+    if cfg.data.corpus and path:
+        raise DataError(f"data.corpus ({cfg.data.corpus}) and data.path ({path}) are both set: "
+                        f"keep one of them")
     if cfg.data.corpus:
         from charrnn.corpora import corpus_path
         path = str(corpus_path(cfg.data.corpus))
     if not path:
         raise DataError("no training text: set data.path in the config, or pass --data PATH "
                         "(- for stdin)")
+    if path != "-" and not has_glob(path) and not Path(path).exists():
+        raise DataError(f"data path not found: {path} ({missing})")
     corpus = load_corpus(path, cfg.data.val_fraction, cfg.data.encoding_errors)
     if cfg.data.val_fraction > 0 and len(corpus.val) < 2:
         raise DataError(f"the validation split of {corpus.source} is only {len(corpus.val)} "

@@ -1,7 +1,7 @@
 """Where text comes from: a file, a folder, a glob pattern or stdin, read piece by piece.
 
 A corpus of 100 MB is never held whole as bytes or as a string: `pieces` reads each file in
-blocks of about a megabyte and decodes them incrementally, so the encoder (data.py) can make
+blocks of 256 KB and decodes them incrementally, so the encoder (data.py) can make
 two cheap passes over the text (its characters, then its ids) with a little more memory than
 the ids themselves. ASCII blocks are passed on as bytes, undecoded (the common, fast case).
 
@@ -27,7 +27,7 @@ from typing import Iterator, Optional
 
 from charrnn.errors import DataError
 
-BLOCK = 1 << 20  # bytes read and decoded at a time
+BLOCK = 1 << 18  # bytes read and decoded at a time
 TRAINING_ADVICE = "convert it to UTF-8, or set data.encoding_errors: replace"
 GLOB_CHARS = frozenset("*?[")
 

@@ -78,8 +78,9 @@ def cli(capsys, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Keep the corpus cache out of the user's home."""
+    """Keep the corpus cache and downloaded corpora out of the user's home."""
     monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.getbasetemp() / "data-home"))
 
 
 @pytest.fixture

@@ -333,10 +333,13 @@ def test_corpus_path_missing_or_incomplete_says_which_command_to_run(tmp_path, m
         corpus_path("enwik8")
 
 
-def test_corpus_path_default_folder_is_relative_to_the_cwd(tmp_path, monkeypatch, toy_zip):
+def test_corpus_path_default_folder_is_the_same_from_any_folder(tmp_path, monkeypatch,
+                                                                toy_zip):
     monkeypatch.delenv("CHARRNN_DATA_DIR", raising=False)
-    monkeypatch.chdir(tmp_path)
-    folder = tmp_path / "data" / "corpora"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "share"))
+    folder = tmp_path / "share" / "charrnn" / "corpora"
     folder.mkdir(parents=True)
     (folder / "toy.txt").write_bytes(TOY_TEXT)
-    assert corpus_path("toyzip").resolve() == (folder / "toy.txt").resolve()
+    for cwd in (tmp_path, folder):
+        monkeypatch.chdir(cwd)
+        assert corpus_path("toyzip") == folder / "toy.txt"

@@ -98,7 +98,7 @@ def test_a_pattern_given_with_data(tmp_path, monkeypatch, capsys):
         main(["train", str(ROOT / "configs" / "tiny.yaml"), "--data", "nope/*.txt"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1
-    assert "pattern 'nope/*.txt' matches no files" in err
+    assert "nope/*.txt' matches no files" in err
 
 
 def test_invalid_utf8_names_file_and_offset(tmp_path):
