@@ -1,6 +1,5 @@
-"""Smoke test of the benchmark harness: `benchmarks/bench.py --quick` runs and reports.
-
-The figures themselves are not asserted (they depend on the machine and its load).
+"""The benchmark harness: its rows register by group, and `benchmarks/bench.py --quick` runs
+and reports (the figures themselves are not asserted: they depend on the machine and its load).
 """
 
 import json
@@ -14,8 +13,33 @@ ROOT = Path(__file__).resolve().parent.parent
 
 ROWS = ["train lstm h128", "train gru h128", "train rnn h128", "sample b1 vs bare",
         "sample b32 vs bare", "sample b32 / b1", "eval", "load first", "load cached",
-        "load peak memory", "load held memory", "startup charrnn --help",
+        "load peak memory", "load held memory", "load peak memory (UTF-8",
+        "startup charrnn --help",
         "startup charrnn sample", "memory train h512"]
+
+
+def test_every_group_has_rows_registered_in_its_module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import importlib
+        import harness
+        for name in harness.MODULES:
+            importlib.import_module(f"harness.{name}")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert set(harness.REGISTRY) == set(harness.GROUPS)
+    for group, functions in harness.REGISTRY.items():
+        assert functions, group
+        assert all(fn.__doc__ for fn in functions), group  # each says what its rows measure
+    with pytest.raises(ValueError, match="unknown benchmark group"):
+        harness.bench("nonsense")
+
+
+def test_benchmark_docs_refer_only_to_files_in_the_repository():
+    for path in (ROOT / "benchmarks").rglob("*"):
+        if path.suffix in (".md", ".py", ".sh"):
+            text = path.read_text(encoding="utf-8")
+            assert "../" not in text and "/work/" not in text, path
 
 
 @pytest.mark.slow
