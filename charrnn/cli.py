@@ -132,7 +132,8 @@ def train_cmd(
     if cfg is None:
         cfg = config_from_checkpoint(resume, sets)
 
-    reporter = make_reporter(quiet)
+    from charrnn.distributed import is_main_process
+    reporter = make_reporter(quiet or not is_main_process())  # under torchrun, rank 0 reports
     from charrnn.device import available_cores
     if cfg.train.threads and cfg.train.threads > available_cores():
         reporter.warn(f"train.threads = {cfg.train.threads} is more than the {available_cores()} "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
@@ -21,12 +22,12 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from charrnn.checkpoint import (capture_rng, load_checkpoint, resolve_checkpoint, restore_rng,
-                                save_checkpoint)
+from charrnn.checkpoint import capture_rng, load_checkpoint, resolve_checkpoint, save_checkpoint
 from charrnn.config import Config, apply_overrides, config_from_dict, save_config
 from charrnn.data import Corpus, StreamBatcher, load_training_corpus
-from charrnn.device import (autocast, configure_precision, grad_scaler, resolve_device,
-                            resolve_precision, seed_everything, set_threads)
+from charrnn.device import (autocast, configure_precision, grad_scaler, resolve_precision,
+                            seed_everything, set_threads)
+from charrnn.distributed import Group, joined
 from charrnn.errors import RunDirError, TrainingFailed
 from charrnn.evaluate import stream_loss
 from charrnn.models import build_model, check_model_type, count_parameters, detach_hidden
@@ -80,6 +81,9 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
           should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train a model as `cfg` says; checkpoints go to the run directory.
 
+    Under torchrun every process calls this, and they train one model together (see
+    charrnn.distributed); rank 0 alone takes the run lock and writes.
+
     Args:
         resume: a run directory or checkpoint to continue (its `last.pt` by preference).
         run_dir: where to write; default the resumed run's folder, else `cfg.train.out_dir`.
@@ -88,10 +92,14 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
         should_stop: polled between steps; when it returns True, `last.pt` is written and the
             result says `stopped_by="interrupt"`.
     """
-    emit = on_event or (lambda kind, info: None)
-    should_stop = should_stop or (lambda: False)
     check_model_type(cfg.model.type)
+    with joined(cfg.train.device, cfg.train.batch_size) as group:
+        return _train(cfg, group, resume, run_dir, force, on_event or (lambda kind, info: None),
+                      should_stop or (lambda: False))
 
+
+def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, force: bool,
+           emit: EventFn, should_stop: Callable[[], bool]) -> TrainResult:
     state = None
     if resume is not None:
         state = load_checkpoint(resolve_checkpoint(resume, prefer="last"))
@@ -100,7 +108,7 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
     out = Path(run_dir or cfg.train.out_dir)
     cfg = replace(cfg, train=replace(cfg.train, out_dir=str(out)))
 
-    device = resolve_device(cfg.train.device)
+    device = group.device
     precision = resolve_precision(cfg.train.precision, device)
     threads = set_threads(cfg.train.threads)
     corpus = load_training_corpus(cfg)
@@ -120,23 +128,26 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
 
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out} is a file, not a directory")
-    if state is None:
-        check_new_run(out, force)
-    make_run_dir(out)
-    with RunLock(out):
-        if state is None and force:
-            clear_run(out)
-        save_config(cfg, out / "config.yaml")
-        return _run(cfg, out, corpus, batcher, data, state, device, precision, threads, emit,
+    if group.main:  # rank 0 alone checks, creates, locks and writes the run directory
+        if state is None:
+            check_new_run(out, force)
+        make_run_dir(out)
+    with RunLock(out) if group.main else nullcontext():
+        if group.main:
+            if state is None and force:
+                clear_run(out)
+            save_config(cfg, out / "config.yaml")
+        return _run(cfg, out, corpus, batcher, data, state, group, precision, threads, emit,
                     should_stop, changes if state is not None else [], notes)
 
 
 def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: dict,
-         state: dict | None, device: torch.device, precision: str, threads: int, emit: EventFn,
+         state: dict | None, group: Group, precision: str, threads: int, emit: EventFn,
          should_stop: Callable[[], bool], changes: list[str], notes: list[str]) -> TrainResult:
-    t = cfg.train
+    t, device, rows = cfg.train, group.device, group.rows(cfg.train.batch_size)
     seed_everything(t.seed)
     model = build_model(cfg.model, len(corpus.vocab)).to(device)
+    group.seed_rank(t.seed, 0)
     optimizer = _make_optimizer(model, cfg)
     configure_precision(precision, device)
     scaler = grad_scaler(device, precision)
@@ -145,24 +156,27 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        for group in optimizer.param_groups:  # a resumed run may change these
-            group["weight_decay"] = t.weight_decay
+        for params in optimizer.param_groups:  # a resumed run may change these
+            params["weight_decay"] = t.weight_decay
         step, best = state["step"], state.get("best_val_loss")
         val_loss = state.get("val_loss")
-        hidden = _hidden_to(state.get("hidden"), device)
+        hidden = _hidden_to(group.split_hidden(state.get("hidden"), t.batch_size), device)
         elapsed_before = state.get("elapsed_seconds", 0.0)
         window = state.get("train_window") or {"loss": 0.0, "steps": 0}
         window_loss, window_steps = window["loss"], window["steps"]
         bad_steps = state.get("skipped_steps", 0)
-        restore_rng(state.get("rng", {}), device)
+        changes = changes + group.restore_rng(state, t.seed, step, t.batch_size)
         if scaler.is_enabled() and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         saved_plan = Plan.from_dict(state.get("schedule"))
         plan = replan(step, elapsed_before, config_from_dict(state["config"]), cfg, saved_plan)
         if plan != saved_plan:
             plan_note = describe(plan, cfg)
-    metrics = MetricsLog(out / "metrics.jsonl", resume_step=step if state is not None else None)
-    previewer = Previewer(cfg, corpus.vocab, device, out, step if state is not None else None)
+    forward = group.wrap(model)  # the model itself, or DDP around it
+    resume_step = step if state is not None else None
+    metrics, previewer = ((MetricsLog(out / "metrics.jsonl", resume_step=resume_step),
+                           Previewer(cfg, corpus.vocab, device, out, resume_step))
+                          if group.main else (None, None))  # rank 0 alone logs
     emit("start", {"run_dir": str(out), "device": str(device), "threads": threads,
                    "model": cfg.model.type, "parameters": count_parameters(model),
                    "vocab_size": len(corpus.vocab), "train_chars": len(corpus.train),
@@ -191,30 +205,37 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
             raise TrainingFailed(f"step {step}: the weights are no longer finite; nothing was "
                                  f"saved over the last good checkpoint (lower train.lr or set "
                                  f"train.grad_clip)")
+        full_hidden = group.gather_hidden(hidden)  # every stream, from every rank
+        rank_rng = group.gather_objects(capture_rng(device))
+        if not group.main:
+            return
         position = batcher.position(step)
         payload = {"config": cfg.to_dict(), "vocab": corpus.vocab.chars,
                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                    "step": step, "data_position": {"pass": position[0], "window": position[1],
                                                    "windows_per_pass": batcher.windows_per_pass},
-                   "data": data, "hidden": _hidden_to(hidden, "cpu"), "best_val_loss": best,
+                   "data": data, "hidden": full_hidden, "best_val_loss": best,
                    "val_loss": val_loss, "train_loss": train_loss, "elapsed_seconds": elapsed(),
                    "train_window": {"loss": window_loss, "steps": window_steps},
                    "skipped_steps": bad_steps, "schedule": plan.to_dict() if plan else None,
                    "run_started": run_started,
-                   "rng": capture_rng(device), "scaler": scaler.state_dict()}
+                   "rng": rank_rng[0], "rank_rng": rank_rng, "world_size": group.world,
+                   "scaler": scaler.state_dict()}
         for name in sorted(path_names):  # "best.pt" < "last.pt"
             save_checkpoint(payload, out / name)
             emit("save", {"path": str(out / name), "step": step})
 
     def evaluate() -> None:
         nonlocal val_loss, best
-        val_loss, _ = stream_loss(model, val_ids, device, streams=t.batch_size,
-                                  seq_len=t.seq_len, max_windows=t.eval_batches,
-                                  precision=precision)
+        if group.main:  # once, while the other ranks wait for its result
+            val_loss, _ = stream_loss(model, val_ids, device, streams=t.batch_size,
+                                      seq_len=t.seq_len, max_windows=t.eval_batches,
+                                      precision=precision)
+            metrics.write({"step": step, "val_loss": val_loss, "val_bpc": val_loss / math.log(2),
+                           "time": round(elapsed(), 3)})
+        val_loss = group.share(val_loss if group.main else 0.0)
         improved = best is None or val_loss < best
         best = val_loss if improved else best
-        metrics.write({"step": step, "val_loss": val_loss, "val_bpc": val_loss / math.log(2),
-                       "time": round(elapsed(), 3)})
         emit("eval", {"step": step, "val_loss": val_loss, "best_val_loss": best,
                       "improved": improved})
         checkpoint(("last.pt", "best.pt") if improved else ("last.pt",))
@@ -225,27 +246,29 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
     try:
         model.train()
         while step < t.max_steps:
-            if should_stop():
+            # a stop request and the clock (max_minutes, time-based lr), as all ranks agree
+            stop_requested, clock = group.agree(should_stop(), elapsed())
+            if stop_requested:
                 stopped_by = "interrupt"
                 break
-            if t.max_minutes and elapsed() >= t.max_minutes * 60:
+            if t.max_minutes and clock >= t.max_minutes * 60:
                 stopped_by = "max_minutes"
                 break
             x, y, reset = batcher.batch(step)
+            x, y = x[rows], y[rows]  # this rank's streams
             if reset:
                 hidden = None
-            lr = lr_at(step, cfg, elapsed(), plan)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = lr_at(step, cfg, clock, plan)
+            for params in optimizer.param_groups:
+                params["lr"] = lr
             with autocast(device, precision):
-                logits, hidden = model(x, hidden)
+                logits, hidden = forward(x, hidden)
             loss = F.cross_entropy(logits.float().view(-1, vocab_size), y.view(-1))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)  # (fp16) so that clipping sees the true gradient
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf)
-            # one device-to-host copy per step for both checks
-            loss_value, norm_value = torch.stack([loss.detach(), norm.float()]).tolist()
+            loss_value, norm_value = group.mean(torch.stack([loss.detach(), norm.float()]))
             step += 1
             # under fp16 an overflowing gradient is the scaler's to handle: it skips that step
             if math.isfinite(loss_value) and (math.isfinite(norm_value) or scaler.is_enabled()):
@@ -273,7 +296,8 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
                         / max(now - window_start, 1e-9))
                 info = {"step": step, "train_loss": train_loss, "lr": lr,
                         "chars_per_sec": rate, "time": round(elapsed(), 3)}
-                metrics.write(info)
+                if group.main:
+                    metrics.write(info)
                 emit("step", {**info, "max_steps": t.max_steps})
                 window_loss, window_steps, window_start, window_step0 = 0.0, 0, now, step
             if step % t.eval_every == 0 and has_val:
@@ -283,7 +307,7 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
                     not has_val and step % t.eval_every == 0):
                 save()
                 last_saved = step
-            if previewer.due(step):
+            if group.main and previewer.due(step):
                 emit("sample", previewer(model, step))
         if step != last_saved:
             if window_steps:
@@ -293,6 +317,7 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
             else:
                 save()
     finally:
-        metrics.close()
-        previewer.close()
+        if group.main:
+            metrics.close()
+            previewer.close()
     return TrainResult(out, step, train_loss, val_loss, best, stopped_by, elapsed())

@@ -1,0 +1,171 @@
+"""Data-parallel training under torchrun, on the CPU with gloo: 2 processes x 1 thread.
+
+The same config gives the same model on 1 or 2 processes; rank 0 alone writes and reports; a
+rank that dies ends the job and leaves last.pt whole; a resume continues exactly at the same
+world size and also works at another one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from charrnn.distributed import Group, start
+from charrnn.errors import ConfigError
+from conftest import FOODCHAIN, ROOT, run_cli
+
+STEPS = 50
+CONFIG = f"""\
+data: {{path: {FOODCHAIN}, val_fraction: 0.1}}
+model: {{type: lstm, embedding_dim: 16, hidden_size: 32, num_layers: 2, dropout: 0.0}}
+train: {{batch_size: 8, seq_len: 16, max_steps: {STEPS}, lr: 3.0e-3, lr_schedule: constant,
+        eval_every: 20, log_every: 10, device: cpu, threads: 1, seed: 3}}
+"""
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+def torchrun(*args: str, **kwargs) -> subprocess.Popen:
+    """`torchrun --nproc_per_node=2 -m charrnn ARGS`, started (not waited for)."""
+    env = {**os.environ, **ONE_THREAD, "PYTHONWARNINGS": ""}
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                             "-m", "charrnn", *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=240)
+    return proc.returncode, out, err
+
+
+def weights(run: Path) -> dict:
+    return torch.load(run / "last.pt", weights_only=True)["model"]
+
+
+def max_diff(a: dict, b: dict) -> float:
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same config trained for 50 steps by one process and by two."""
+    base = tmp_path_factory.mktemp("dist")
+    (base / "cfg.yaml").write_text(CONFIG)
+    two = torchrun("train", str(base / "cfg.yaml"), "--out", str(base / "two"))
+    one = run_cli("train", str(base / "cfg.yaml"), "--out", str(base / "one"), env=ONE_THREAD)
+    code, _, err = finish(two)
+    assert one.returncode == 0, one.stderr
+    assert code == 0, err
+    return base, err
+
+
+def test_two_processes_end_with_the_weights_of_one_and_only_rank_0_reports(runs):
+    base, err = runs
+    assert max_diff(weights(base / "one"), weights(base / "two")) <= 1e-5
+    # every line once: rank 1 prints nothing
+    assert err.count("training lstm") == 1 and err.count(f"done at step {STEPS}") == 1, err
+    state = torch.load(base / "two" / "last.pt", weights_only=True)
+    assert state["world_size"] == 2 and len(state["rank_rng"]) == 2
+    assert state["hidden"][0].shape == (2, 8, 32)  # every stream, gathered on rank 0
+    assert not (base / "two" / "train.lock").exists()
+
+
+def _rank_pid(parent: int, rank: int) -> int | None:
+    """The pid of the worker with RANK=`rank` that torchrun process `parent` started."""
+    for d in Path("/proc").iterdir():
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            env = (d / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and f"RANK={rank}".encode() in env:
+            return int(d.name)
+    return None
+
+
+@pytest.mark.slow
+def test_a_dead_rank_ends_the_job_and_the_run_resumes_exactly(runs, tmp_path):
+    base, _ = runs
+    killed = tmp_path / "killed"
+    # same config, but it would run long: checkpoints every 5 steps until rank 1 is killed
+    proc = torchrun("train", str(base / "cfg.yaml"), "--out", str(killed), "--max-steps",
+                    "100000", "--set", "train.save_every=5")
+    while not (killed / "last.pt").exists():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    os.kill(_rank_pid(proc.pid, 1), signal.SIGKILL)
+    killed_at = time.monotonic()
+    code, _, err = finish(proc)
+    assert code != 0 and time.monotonic() - killed_at < 15
+    assert "error: rank 0: lost contact with the other ranks" in err
+    saved = torch.load(killed / "last.pt", weights_only=True)
+    assert 0 < saved["step"] < STEPS
+    shutil.copytree(killed, tmp_path / "copy")
+
+    # the same world size continues bit for bit
+    code, _, err = finish(torchrun("train", "--resume", str(killed), "--max-steps", str(STEPS)))
+    assert code == 0, err
+    assert max_diff(weights(base / "two"), weights(killed)) == 0
+
+    # one process: the hidden state is re-split, and the log says so
+    proc = run_cli("train", "--resume", str(tmp_path / "copy"), "--max-steps", str(STEPS),
+                   env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stderr
+    assert "world size: 2 -> 1 (the hidden state of the 8 streams re-split" in proc.stderr
+    assert max_diff(weights(base / "one"), weights(tmp_path / "copy")) <= 1e-5
+
+
+def test_a_batch_that_does_not_divide_among_the_ranks_is_refused(monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(ConfigError, match="batch_size 8 does not divide among 3 processes"):
+        start("cpu", 8)
+
+
+def test_without_torchrun_a_group_is_one_process():
+    group = start("cpu", 8)
+    assert (group.rank, group.world, group.main, group.launched) == (0, 1, True, False)
+    model = torch.nn.Linear(2, 2)
+    assert group.wrap(model) is model and group.rows(8) == slice(0, 8)
+    assert group.agree(False, 3.0) == (False, 3.0) and group.mean(torch.tensor([1.5])) == [1.5]
+
+
+def _agree_worker(rank: int, port: int, results):
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=2)
+    group = Group(torch.device("cpu"), rank, 2, launched=True)
+    loss = float("nan") if rank == 1 else 2.0  # one rank's loss is not finite
+    stop, clock = group.agree(rank == 0, 10.0 + rank)
+    (mean,) = group.mean(torch.tensor([loss]))
+    shared = group.share(0.5 if rank == 0 else -1.0)
+    hidden = group.gather_hidden((torch.full((1, 2, 3), float(rank), dtype=torch.half),))
+    results.put((rank, math.isnan(mean), stop, clock, shared, hidden[0][0, :, 0].tolist(),
+                 hidden[0].dtype == torch.float32, group.rows(8)))
+    group.close()
+
+
+def test_ranks_share_their_decisions():
+    ctx = torch.multiprocessing.get_context("spawn")
+    results = ctx.SimpleQueue()
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.start_processes(_agree_worker, args=(port, results), nprocs=2,
+                                          start_method="spawn")
+    got = sorted(results.get() for _ in range(2))
+    for rank, nan, stop, clock, shared, rows, fp32, own in got:
+        # NaN anywhere is NaN everywhere; a stop on rank 0 stops rank 1; one clock; rank 0's
+        # validation loss; hidden states in rank order, fp32; each rank its own rows
+        assert nan and stop and clock == 10.5 and shared == 0.5 and fp32
+        assert rows == [0.0, 0.0, 1.0, 1.0] and own == slice(4 * rank, 4 * rank + 4)
