@@ -36,7 +36,8 @@ def _opt(default: Any, help: str, *, min: float | None = None, max: float | None
 
 @dataclass
 class DataConfig:
-    path: Optional[str] = _opt(None, "text file, folder (files in sorted order) or - for stdin")
+    path: Optional[str] = _opt(None, "text file, folder, glob pattern or - for stdin (from "
+                                     "this file's folder)")
     corpus: Optional[str] = _opt(None, "a known corpus fetched by `charrnn data get` (instead of path)")
     val_fraction: float = _opt(0.1, "last fraction of the text held out for validation",
                                min=0.0, max=1.0, max_open=True)
