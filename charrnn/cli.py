@@ -7,6 +7,7 @@ imported inside the commands, so `charrnn --help` and `--version` answer fast.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -321,6 +322,10 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+_PATH_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS,
+                errno.ENAMETOOLONG, errno.EEXIST, errno.EINVAL, errno.ELOOP}
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Run the CLI and turn every failure into one `error:` line and an exit code."""
     debug = os.environ.get("CHARRNN_DEBUG", "") not in ("", "0")
@@ -355,10 +360,17 @@ def main(argv: Optional[list[str]] = None) -> None:
     except OSError as exc:
         if debug:
             raise
-        code = _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1)
+        where = f"{exc.filename}: " if exc.filename else ""
+        # a path the user gave that cannot be written is bad input; a full disk is a failed run
+        code = _fail(f"{where}{exc.strerror or exc}", 2 if exc.errno in _PATH_ERRNOS else 1)
     except Exception as exc:  # a bug: say so in one line, full traceback with CHARRNN_DEBUG=1
         if debug:
             raise
-        code = _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with CHARRNN_DEBUG=1 "
-                     f"for the traceback, and report it)", 1)
+        if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or \
+                "can't allocate memory" in str(exc):  # torch's CPU allocator says only this
+            code = _fail("not enough memory for what was asked (ask for fewer samples, or a "
+                         "smaller model or batch)", 2)
+        else:
+            code = _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with CHARRNN_DEBUG=1 "
+                         f"for the traceback, and report it)", 1)
     sys.exit(code)

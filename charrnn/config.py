@@ -26,6 +26,9 @@ from charrnn.fsutil import write_text_atomic
 from charrnn.textsource import has_glob
 
 
+INT64_MAX = 2**63 - 1
+
+
 def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
          min_open: bool = False, max_open: bool = False, choices: tuple | None = None) -> Any:
     """A dataclass field that carries its help text and allowed range."""
@@ -159,6 +162,8 @@ def _check_value(key: str, value: Any, f: dataclasses.Field,
     if meta.get("choices") and value not in meta["choices"]:
         return value, f"{key}: must be one of {', '.join(meta['choices'])}, got {value!r}"
     lo, hi = meta.get("min"), meta.get("max")
+    if tp is int and hi is None:
+        hi = INT64_MAX  # counts and sizes end up in 64-bit integers (torch, numpy)
     if lo is not None and (value < lo or (meta["min_open"] and value == lo)):
         op = ">" if meta["min_open"] else ">="
         return value, f"{key}: must be {op} {lo:g}, got {value!r}" if isinstance(lo, float) \

@@ -57,9 +57,11 @@ def atomic_write(path: str | Path, mode: str = "wb", *, encoding: str | None = N
             if durable:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename == str(tmp):  # name the file asked for
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from None
         raise
     if durable:
         fsync_dir(path.parent)

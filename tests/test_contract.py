@@ -161,7 +161,8 @@ def test_a_flag_error_names_the_flag_not_the_config_file(tmp_path, cli):
                            (["--max-minutes", "nan"], "--max-minutes: must be a finite number"),
                            (["--max-minutes", "0"], "--max-minutes: must be > 0"),
                            (["--threads", "0"], "--threads: must be >= 1, got 0"),
-                           (["--seed", str(2**70)], "--seed: must be <= 18446744073709551615")):
+                           (["--seed", str(2**70)], "--seed: must be <= 18446744073709551615"),
+                           (["--max-steps", "9" * 30], "--max-steps: must be <= 9223372036854775807")):
         code, out, err = cli("train", config, *args, "--out", tmp_path / "run")
         assert code == 2 and err.startswith(f"error: {expected}"), err
         assert "my.yaml" not in err and err.count("\n") == 1
@@ -176,6 +177,26 @@ def test_an_out_that_cannot_be_a_directory_is_bad_input(tmp_path, cli):
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
         assert str(out) in err
     assert blocker.read_text() == "a file"
+
+
+def test_an_output_file_that_cannot_be_written_is_bad_input_and_named(tiny_run, tmp_path, cli):
+    folder = tmp_path / "page.html"
+    folder.mkdir()
+    code, _, err = cli("show", "-c", tiny_run, "--text", "sharks", "--html", folder)
+    assert code == 2 and f"error: {folder}: Is a directory" in err, err
+    assert ".tmp-" not in err and list(folder.iterdir()) == [] and err.count("error:") == 1
+
+
+def test_asking_for_more_memory_than_there_is_is_bad_input(monkeypatch, cli):
+    from charrnn import cli_sample
+
+    def too_big(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: "
+                           "can't allocate memory: you tried to allocate 8000000000000 bytes.")
+
+    monkeypatch.setattr(cli_sample, "load_model", too_big)
+    code, _, err = cli("sample", "-c", "x")
+    assert code == 2 and err.startswith("error: not enough memory") and "internal" not in err
 
 
 def test_more_threads_than_cores_warns(tmp_path, cli):
@@ -324,3 +345,4 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path):
     again = run_cli("train", "--resume", str(out), "--max-steps", str(step + 10))
     assert again.returncode == 0, again.stderr
     assert f"from step {step} to {step + 10}" in again.stderr
+
