@@ -135,7 +135,7 @@ def test_chunked_encoding_equals_whole_text_encoding(tmp_path, monkeypatch):
 
 
 def test_non_ascii_corpus_loads_in_at_most_3_bytes_per_character(tmp_path):
-    """30 M characters, a 5,000-character vocab: ids take 2 bytes each, the rest stays small."""
+    """20 M characters, a 5,000-character vocab: ids take 2 bytes each, the rest stays small."""
     child = textwrap.dedent('''
         import sys, torch
         from charrnn.data import load_corpus
@@ -148,7 +148,7 @@ def test_non_ascii_corpus_loads_in_at_most_3_bytes_per_character(tmp_path):
         ids = torch.randint(len(chars), (1_000_000,), generator=rng).tolist()
         block = "".join(chars[i] for i in ids)
         with open(sys.argv[1], "w", encoding="utf-8") as fh:
-            for _ in range(30):
+            for _ in range(20):
                 fh.write(block)
         del block, ids
         with open("/proc/self/clear_refs", "w") as fh:
