@@ -28,11 +28,15 @@ def make_reporter(quiet: bool):
     return Reporter(quiet=quiet)
 
 
-def decode_escapes(text: str) -> str:
+def decode_escapes(text: str, option: str) -> str:
     """`\\n`, `\\0` and other backslash escapes in an option value, other text kept as is."""
     if "\\" not in text:
         return text
-    return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    try:
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as exc:
+        raise typer.BadParameter(f"'{text}' holds a broken backslash escape ({exc.reason}); "
+                                 f"write a backslash itself as \\\\", param_hint=option) from None
 
 
 @dataclass

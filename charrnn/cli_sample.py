@@ -1,32 +1,81 @@
-"""`charrnn sample`: generate text from a checkpoint (the work is in sampling.py)."""
+"""`charrnn sample`: generate text from a checkpoint (the work is in sampling.py and beam.py)."""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Optional
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
 from charrnn.cli_common import (CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, decode_escapes,
                                 load_model, make_reporter)
-from charrnn.errors import DataError
+from charrnn.errors import DataError, SamplingError
 
 
-# ------------------------------------------------------------------------------------ sample
+def _read_primes(path: str, reporter) -> list[str]:
+    """The non-blank lines of a file or stdin; blank lines are skipped and counted on stderr."""
+    if path == "-":
+        raw, name = sys.stdin.buffer.read(), "<stdin>"
+    else:
+        if not Path(path).is_file():
+            raise DataError(f"prime file not found: {path}")
+        raw, name = Path(path).read_bytes(), path
+    try:
+        lines = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"prime file {name} is not UTF-8 text (invalid byte at offset "
+                        f"{exc.start})") from None
+    primes = [line for line in lines if line]
+    if not primes:
+        raise DataError(f"--prime-file {path}: no primes in it (one per line)")
+    if len(primes) < len(lines):
+        reporter.info(f"skipped {len(lines) - len(primes)} blank line(s) of {name}")
+    return primes
+
+
+def _check_combinations(prime, prime_file, greedy, beam, num_samples, temperature, top_k,
+                        top_p, seed, interactive, as_json) -> None:
+    """Options that contradict each other are errors, not silently ignored."""
+    if prime is not None and prime_file is not None:
+        raise SamplingError("--prime and --prime-file cannot be used together: give one")
+    if interactive:
+        clash = [name for name, given in (("--prime-file", prime_file is not None),
+                                          ("--beam", beam is not None), ("--json", as_json),
+                                          ("--num-samples", num_samples != 1)) if given]
+        if clash:
+            raise SamplingError(f"--interactive is one conversation: drop {' and '.join(clash)}")
+    chance = [name for name, value in (("--temperature", temperature), ("--top-k", top_k),
+                                       ("--top-p", top_p)) if value is not None]
+    if greedy and chance:
+        raise SamplingError(f"--greedy always takes the likeliest character: drop "
+                            f"{' and '.join(chance)}")
+    if beam is not None:
+        if beam < 1:
+            raise SamplingError(f"--beam must be 1 or more, got {beam}")
+        if greedy or chance or seed is not None:
+            given = ["--greedy"] * greedy + chance + ["--seed"] * (seed is not None)
+            raise SamplingError(f"--beam is deterministic: drop {' and '.join(given)}")
+        if num_samples > beam:
+            raise SamplingError(f"--num-samples {num_samples} is more than --beam {beam}: "
+                                f"beam search keeps only {beam} candidates")
+
 
 def sample_cmd(
     checkpoint: Optional[str] = CHECKPOINT_OPTION,
-    prime: str = typer.Option("", "--prime", "-p",
-                              help="Text to start from; the output begins with it. Empty: start "
-                                   "from a random character."),
+    prime: Optional[str] = typer.Option(
+        None, "--prime", "-p", show_default=False,
+        help="Text to start from; the output begins with it (escapes such as \\n and \\t work). "
+             "Default: start from a random character."),
     prime_file: Optional[str] = typer.Option(
         None, "--prime-file", metavar="FILE|-",
         help="Read primes from a file or stdin, one per line; each line is continued on its own "
-             "(one batch)."),
+             "(one batch). Blank lines are skipped (their count goes to stderr)."),
     length: Optional[int] = typer.Option(None, "--length", "-n",
                                          help="Characters to generate after the prime "
-                                              "(default: the config's sample.length)."),
+                                              "(default: the checkpoint config's "
+                                              "sample.length)."),
     temperature: Optional[float] = typer.Option(
         None, "--temperature", "-t", help="Softmax temperature, above 0: lower is safer, higher "
                                           "is wilder (default: the config's, else 0.8)."),
@@ -37,10 +86,28 @@ def sample_cmd(
                               "reaches P, in (0, 1]."),
     greedy: bool = typer.Option(False, "--greedy",
                                 help="Always take the likeliest character (deterministic)."),
+    stop: List[str] = typer.Option(
+        [], "--stop", metavar="TEXT",
+        help="End a sample at the first occurrence of TEXT in the generated text, TEXT "
+             "included (repeatable; escapes such as \\n work). --length still caps it."),
+    beam: Optional[int] = typer.Option(
+        None, "--beam", metavar="N",
+        help="Beam search with N beams: the likeliest continuation by the sum of "
+             "log-probabilities (deterministic; needs a prime)."),
+    length_penalty: float = typer.Option(
+        0.0, "--length-penalty", metavar="ALPHA",
+        help="With --beam and --stop: rank finished beams by score / length**ALPHA (0: the "
+             "plain sum; above 0 favours longer texts)."),
     num_samples: int = typer.Option(1, "--num-samples", "-N", min=1,
-                                    help="Samples per prime, generated as one batch."),
+                                    help="Samples per prime, generated as one batch (with "
+                                         "--beam: the K best beams, K <= N)."),
     seed: Optional[int] = typer.Option(None, "--seed",
                                        help="Random seed: the same seed gives the same sample."),
+    interactive: bool = typer.Option(
+        False, "--interactive", "-i",
+        help="A prompt: type a prime, its continuation streams back, and the model keeps the "
+             "conversation. /reset, /temp T, /len N, /help; Ctrl-C stops a continuation, "
+             "Ctrl-D quits."),
     device: str = DEVICE_OPTION,
     separator: str = typer.Option(
         "\\n---\\n", "--separator", metavar="TEXT",
@@ -48,24 +115,31 @@ def sample_cmd(
              "work)."),
     as_json: bool = typer.Option(False, "--json",
                                  help="Print a JSON list of {prime, text} objects instead "
-                                      "(text is what follows the prime)."),
+                                      "(text is what follows the prime; with --beam also "
+                                      "score)."),
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Generate text from a trained model, streaming it to stdout.
 
     Example: charrnn sample --prime "sharks" --length 200 --temperature 0.7
     """
-    from charrnn.data import read_text
     from charrnn.sampling import check_options, generate
 
     reporter = make_reporter(quiet)
-    greedy_or_temp = temperature if temperature is not None else 0.8
-    check_options(length or 0, greedy_or_temp, top_k, top_p, greedy)
-    primes = [prime]
+    _check_combinations(prime, prime_file, greedy, beam, num_samples, temperature, top_k,
+                        top_p, seed, interactive, as_json)
+    check_options(length or 0, temperature if temperature is not None else 0.8, top_k, top_p,
+                  greedy)
+    sep = decode_escapes(separator, "--separator")
+    stops = [decode_escapes(s, "--stop") for s in stop]
+    if any(not s for s in stops):
+        raise SamplingError("--stop needs a non-empty TEXT")
     if prime_file is not None:
-        primes = [line for line in read_text(prime_file).splitlines() if line]
-        if not primes:
-            raise DataError(f"--prime-file {prime_file}: no primes in it (one per line)")
+        primes = _read_primes(prime_file, reporter)
+    else:
+        primes = [decode_escapes(prime or "", "--prime")]
+    if beam is not None and not all(primes):
+        raise SamplingError("--beam needs a --prime (or --prime-file) to start from")
     loaded = load_model(checkpoint, device)
     model, vocab, cfg, dev = loaded.model, loaded.vocab, loaded.cfg, loaded.device
     with loaded.blame():
@@ -73,30 +147,49 @@ def sample_cmd(
             vocab.check(p, f"the prime {p!r}")
     reporter.info(loaded.note)  # only once every input is known to be good
     s = cfg.sample
-    primes = [p for p in primes for _ in range(num_samples)]
-    steps = generate(model, vocab, primes, s.length if length is None else length, device=dev,
-                     temperature=s.temperature if temperature is None else temperature,
-                     top_k=top_k if top_k is not None else s.top_k,
-                     top_p=top_p if top_p is not None else s.top_p,
-                     greedy=greedy, seed=seed)
+    length = s.length if length is None else length
+    temperature = s.temperature if temperature is None else temperature
+    top_k = top_k if top_k is not None else s.top_k
+    top_p = top_p if top_p is not None else s.top_p
     out = sys.stdout
+    if interactive:
+        from charrnn.cli_interactive import prompt_loop
+        prompt_loop(model, vocab, dev, primes[0], length=length, temperature=temperature,
+                    top_k=top_k, top_p=top_p, greedy=greedy, seed=seed, stop=stops)
+        return
+    if beam is not None:
+        from charrnn.beam import beam_search
+        found = [(p, text, score) for p in primes
+                 for text, score in beam_search(model, vocab, p, length, width=beam, device=dev,
+                                                results=num_samples, stop=stops,
+                                                length_penalty=length_penalty)]
+        if as_json:
+            out.write(json.dumps([{"prime": p, "text": t, "score": sc} for p, t, sc in found],
+                                 ensure_ascii=False) + "\n")
+        elif len(found) == 1:
+            out.write(found[0][0] + found[0][1] + "\n")
+        else:
+            out.write("".join(p + t + sep for p, t, _ in found))
+        out.flush()
+        return
+    primes = [p for p in primes for _ in range(num_samples)]
+    steps = generate(model, vocab, primes, length, device=dev, temperature=temperature,
+                     top_k=top_k, top_p=top_p, greedy=greedy, seed=seed, stop=stops)
     if len(primes) == 1 and not as_json:  # stream as it is generated, a line at a time
-        chunk, interactive = [primes[0]], out.isatty()
+        chunk, tty = [primes[0]], out.isatty()
         for (ch,) in steps:
             chunk.append(ch)
-            if interactive or ch == "\n" or len(chunk) >= 256:
+            if tty or ch == "\n" or len(chunk) >= 256:
                 out.write("".join(chunk))
                 out.flush()
                 chunk.clear()
         out.write("".join(chunk) + "\n")
         out.flush()
         return
-    texts = ["".join(parts) for parts in zip(*steps)] if primes else []
-    texts = texts or [""] * len(primes)
+    texts = ["".join(parts) for parts in zip(*steps)] or [""] * len(primes)
     if as_json:
         out.write(json.dumps([{"prime": p, "text": t} for p, t in zip(primes, texts)],
                              ensure_ascii=False) + "\n")
     else:
-        sep = decode_escapes(separator)
         out.write("".join(p + t + sep for p, t in zip(primes, texts)))
     out.flush()

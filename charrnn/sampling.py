@@ -2,18 +2,23 @@
 
 Work per generated character is constant (one recurrent step on a batch of one character per
 sample). Several samples or primes run as one batch. Characters are yielded as they are made,
-so a caller can stream them.
+so a caller can stream them. `length` always counts the characters generated after the prime.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 
 from charrnn.device import fast_step_context
 from charrnn.errors import SamplingError
+from charrnn.stepper import Stepper, zero_state
 from charrnn.vocab import Vocab
+
+# Below this temperature logits / temperature can leave float32's range (1e-50 is 0 in float32):
+# take the argmax, which is what sampling tends to as the temperature goes to 0.
+_GREEDY_BELOW = 1e-20
 
 
 def check_options(length: int, temperature: float, top_k: int | None, top_p: float | None,
@@ -33,7 +38,7 @@ def check_options(length: int, temperature: float, top_k: int | None, top_p: flo
 def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
           greedy: bool, generator: torch.Generator) -> torch.Tensor:
     """Next ids (B, 1) from logits (B, V)."""
-    if greedy:
+    if greedy or temperature < _GREEDY_BELOW:
         return logits.argmax(-1, keepdim=True)
     logits = logits / temperature
     if top_k is not None and top_k < logits.size(-1):
@@ -55,56 +60,105 @@ def _select(states: list, index: torch.Tensor):
     return torch.cat(states, dim=1).index_select(1, index)
 
 
-def _warm_up(model, vocab: Vocab, primes: list[str], device: torch.device):
-    """Read each distinct prime once; return (hidden, last logits) for every sample."""
+def warm_up(model, vocab: Vocab, primes: Sequence[str], device: torch.device, hidden=None):
+    """Read each distinct prime once; return (hidden, last logits) for every sample.
+
+    An empty prime leaves its sample at the model's zero state with zero logits (the caller
+    chooses its first character). `hidden`, if given, is one state (batch 1) to continue from.
+    """
     distinct = list(dict.fromkeys(primes))
     states, last = [], []
     for prime in distinct:
-        logits, hidden = model(vocab.encode(prime).long().to(device).unsqueeze(0))
-        states.append(hidden)
+        ids = vocab.encode(prime or vocab.chars[0]).long().to(device).unsqueeze(0)
+        logits, state = model(ids, hidden)
+        if not prime:
+            state, logits = (hidden if hidden is not None else zero_state(state)), logits * 0
+        states.append(state)
         last.append(logits[:, -1])
     index = torch.tensor([distinct.index(p) for p in primes], device=device)
     return _select(states, index), torch.cat(last).index_select(0, index)
 
 
-def generate(model, vocab: Vocab, primes: list[str], length: int, *, device: torch.device,
-             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             greedy: bool = False, seed: int | None = None) -> Iterator[list[str]]:
-    """Yield, `length` times, the next character of each sample (one list per step).
-
-    Each distinct prime is read once to warm the hidden state; an empty prime starts from a
-    character drawn at random, which is yielded first. Steps run in blocks (1, 2, 4, ... 64)
-    under inference mode, with one device-to-host copy per block; the caller's settings are
-    untouched between yields.
-    """
-    check_options(length, temperature, top_k, top_p, greedy)
-    for prime in dict.fromkeys(primes):
-        vocab.check(prime, f"the prime {prime!r}")
+def make_generator(device: torch.device, seed: int | None) -> torch.Generator:
     generator = torch.Generator(device=device)
     if seed is None:
         generator.seed()
     else:
         generator.manual_seed(seed)
+    return generator
+
+
+class StopWatch:
+    """Tracks, per sample, whether its text so far has ended with one of the stop texts."""
+
+    def __init__(self, stops: Sequence[str], samples: int):
+        self.stops = [s for s in stops if s]
+        self.keep = max((len(s) for s in self.stops), default=0)
+        self.tails = [""] * samples
+        self.done = [False] * samples
+
+    def see(self, chars: list[str]) -> list[str]:
+        """Record one step; return it with finished samples' characters blanked."""
+        if not self.stops:
+            return chars
+        out = []
+        for i, ch in enumerate(chars):
+            if self.done[i]:
+                out.append("")
+                continue
+            tail = (self.tails[i] + ch)[-self.keep:]
+            self.tails[i] = tail
+            self.done[i] = any(tail.endswith(s) for s in self.stops)
+            out.append(ch)
+        return out
+
+
+def generate(model, vocab: Vocab, primes: list[str], length: int, *, device: torch.device,
+             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             greedy: bool = False, seed: int | None = None, stop: Sequence[str] = (),
+             fast: bool = True) -> Iterator[list[str]]:
+    """Yield, at most `length` times, the next character of each sample (one list per step).
+
+    Each distinct prime is read once to warm the hidden state; an empty prime's first
+    character is drawn at random. A sample that has produced one of the `stop` texts yields ""
+    from then on, and generation ends when every sample has. Steps run in blocks (1, 2, 4, ...
+    64) under inference mode, with one device-to-host copy per block; the caller's settings
+    are untouched between yields.
+    """
+    check_options(length, temperature, top_k, top_p, greedy)
+    for prime in dict.fromkeys(primes):
+        vocab.check(prime, f"the prime {prime!r}")
+    generator = make_generator(device, seed)
     model.eval()
-    starts = ["" if p else vocab.chars[int(torch.randint(len(vocab), (1,), generator=generator,
-                                                          device=device))] for p in primes]
+    starts = [None if p else int(torch.randint(len(vocab), (1,), generator=generator,
+                                               device=device)) for p in primes]
     with torch.inference_mode(), fast_step_context(device):
-        hidden, logits = _warm_up(model, vocab, [p or s for p, s in zip(primes, starts)], device)
-    if any(starts):  # no context given: the random first characters come first
-        yield starts
-        length -= 1
+        hidden, logits = warm_up(model, vocab, primes, device)
+        step = Stepper(model, hidden, fast=fast)
+    first = None
+    if any(s is not None for s in starts):  # no context: the first character is a random one
+        first = torch.tensor([0 if s is None else s for s in starts], device=device).unsqueeze(1)
+        empty = torch.tensor([s is not None for s in starts], device=device).unsqueeze(1)
+    watch = StopWatch(stop, len(primes))
     chars, block, done = vocab.chars, 1, 0
-    while done < length:
+    while done < length and not all(watch.done):
         steps = min(block, length - done)
         with torch.inference_mode(), fast_step_context(device):
             picked = []
             for _ in range(steps):
-                nxt = _pick(logits.float(), temperature, top_k, top_p, greedy, generator)
+                if first is not None:
+                    nxt = (first if all(s is not None for s in starts) else
+                           torch.where(empty, first, _pick(logits.float(), temperature, top_k,
+                                                           top_p, greedy, generator)))
+                    first = None
+                else:
+                    nxt = _pick(logits.float(), temperature, top_k, top_p, greedy, generator)
                 picked.append(nxt)
-                logits, hidden = model(nxt, hidden)
-                logits = logits[:, -1]
+                logits = step(nxt)
             rows = torch.cat(picked, dim=1).tolist()  # (samples, steps), one copy per block
-        for step in zip(*rows):
-            yield [chars[i] for i in step]
+        for ids in zip(*rows):
+            yield watch.see([chars[i] for i in ids])
+            if all(watch.done):
+                return
         done += steps
         block = min(block * 2, 64)

@@ -71,3 +71,81 @@ def test_generation_is_lazy_and_leaves_settings_alone(model):
     assert torch.backends.mkldnn.enabled  # oneDNN is switched off only inside each block
     assert not torch.is_inference_mode_enabled()
     steps.close()
+
+
+def test_length_counts_the_characters_after_the_prime(model):
+    assert list(generate(model, VOCAB, [""], 0, device=CPU, seed=0)) == []
+    assert list(generate(model, VOCAB, ["", "ab"], 0, device=CPU, seed=0)) == []
+    mixed = text(model, ["", "ab", ""], length=7, seed=3)
+    assert [len(t) for t in mixed] == [7, 7, 7]
+    # the primed sample is not changed by empty ones beside it
+    assert text(model, ["", "ab"], length=20, greedy=True)[1] == text(model, ["ab"], length=20,
+                                                                      greedy=True)[0]
+
+
+def test_a_tiny_temperature_is_greedy(model):
+    logits = torch.tensor([[1.0, 3.0, 2.0], [50.0, -50.0, 49.0]])
+    gen = torch.Generator().manual_seed(0)
+    for t in (1e-9, 1e-30, 1e-50, 5e-324):
+        assert _pick(logits, t, None, None, False, gen).flatten().tolist() == [1, 0]
+    greedy = text(model, ["ab", "h"], greedy=True)
+    assert text(model, ["ab", "h"], temperature=1e-9, seed=1) == greedy
+    assert text(model, ["ab", "h"], temperature=1e-50, top_k=3, top_p=0.5, seed=1) == greedy
+
+
+def test_stop_texts_end_each_sample_on_its_own(model):
+    kw = dict(length=60, seed=5, temperature=1.0)
+    full = text(model, ["ab", "h", "c"], **kw)
+    stop = full[0][20:23]
+    assert full[0].find(stop) >= 5
+    got = text(model, ["ab", "h", "c"], stop=["zz", stop], **kw)
+    for whole, cut in zip(full, got):
+        end = whole.find(stop)
+        assert cut == (whole if end < 0 else whole[:end + len(stop)])
+    assert got[0].endswith(stop) and len(got[0]) <= 23 and got[1] != got[0]
+    capped = text(model, ["ab", "h", "c"], stop=[stop], **{**kw, "length": 5})
+    assert capped == [t[:5] for t in full]
+    steps = list(generate(model, VOCAB, ["ab", "h", "c"], 10**9, device=CPU, stop=["a", "\n"],
+                          seed=5, temperature=1.0))  # ends when every sample has stopped
+    for t in ("".join(col) for col in zip(*steps)):
+        assert t[-1] in "a\n" and not set(t[:-1]) & set("a\n")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_lean_step_matches_the_module(cell):
+    from charrnn.sampling import warm_up
+    from charrnn.stepper import Stepper
+
+    torch.manual_seed(1)
+    net = build_model(ModelConfig(type=cell, embedding_dim=8, hidden_size=32, num_layers=2),
+                      len(VOCAB)).eval()
+    with torch.inference_mode():
+        hidden, _ = warm_up(net, VOCAB, ["ab", "h", "ab"], CPU)
+        lean, plain = Stepper(net, hidden), Stepper(net, hidden, fast=False)
+        assert lean.fast and not plain.fast
+        ids = torch.randint(len(VOCAB), (3, 40), generator=torch.Generator().manual_seed(0))
+        for k in range(40):
+            a, b = lean(ids[:, k:k + 1]), plain(ids[:, k:k + 1])
+            assert torch.allclose(a, b, atol=1e-5, rtol=0), (k, (a - b).abs().max())
+        for x, y in zip(*(s.hidden if cell == "lstm" else (s.hidden,) for s in (lean, plain))):
+            assert torch.allclose(x, y, atol=1e-5, rtol=0)
+    assert text(net, ["ab", "h"], seed=4, fast=True) == text(net, ["ab", "h"], seed=4, fast=False)
+
+
+def test_best_beam_never_scores_below_greedy():
+    from charrnn.beam import beam_search, log_prob
+
+    for seed in range(4):
+        torch.manual_seed(seed)
+        net = build_model(ModelConfig(type="gru", embedding_dim=8, hidden_size=16, num_layers=1),
+                          len(VOCAB)).eval()
+        greedy = text(net, ["ab"], length=12, greedy=True)[0]
+        for width in (1, 2, 5):
+            found = beam_search(net, VOCAB, "ab", 12, width=width, device=CPU, results=width)
+            assert found == beam_search(net, VOCAB, "ab", 12, width=width, device=CPU,
+                                        results=width)  # deterministic
+            assert len(found) == width and all(len(t) == 12 for t, _ in found)
+            assert [s for _, s in found] == sorted((s for _, s in found), reverse=True)
+            assert found[0][1] >= log_prob(net, VOCAB, "ab", greedy, CPU) - 1e-4
+            for t, s in found:  # a beam's score is its text's log-probability
+                assert s == pytest.approx(log_prob(net, VOCAB, "ab", t, CPU), abs=1e-3)
