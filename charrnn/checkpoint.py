@@ -169,6 +169,15 @@ def _holds_objects(path: Path) -> bool:
     return False
 
 
+def require_resumable(state: dict) -> dict:
+    """`state` itself, if it can continue a run; an exported model cannot (it has no optimizer)."""
+    if state.get("kind") == "export":
+        raise CheckpointError(f"{state['path']}: an exported model (weights only) cannot be "
+                              f"resumed: resume from the run directory it came from, or start "
+                              f"a new run")
+    return state
+
+
 def capture_rng(device: torch.device) -> dict:
     """Generator states needed for an exact resume (CPU always, CUDA where used)."""
     rng = {"torch": torch.get_rng_state()}

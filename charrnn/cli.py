@@ -27,6 +27,7 @@ from charrnn import __version__
 from charrnn.cli_common import (CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, choose_checkpoint,
                                 decode_escapes, load_model, make_reporter, naming_checkpoint)
 from charrnn.cli_data import data_app
+from charrnn.cli_export import export_cmd
 from charrnn.cli_sample import sample_cmd
 from charrnn.cli_view import plot_cmd, show_cmd
 from charrnn.errors import CharRNNError, DataError
@@ -184,6 +185,7 @@ def _check_extra_args(config: Optional[Path], data: Optional[str], extra: List[s
 # ------------------------------------------------------------------------------------ sample
 
 app.command("sample")(sample_cmd)
+app.command("export")(export_cmd)
 
 
 # ------------------------------------------------------------------------------------ eval

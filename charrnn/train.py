@@ -22,7 +22,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from charrnn.checkpoint import capture_rng, load_checkpoint, resolve_checkpoint, save_checkpoint
+from charrnn.checkpoint import (capture_rng, load_checkpoint, require_resumable,
+                                resolve_checkpoint, save_checkpoint)
 from charrnn.config import Config, apply_overrides, config_from_dict, save_config
 from charrnn.data import Corpus, StreamBatcher, load_training_corpus
 from charrnn.device import (autocast, configure_precision, grad_scaler, resolve_precision,
@@ -51,7 +52,7 @@ class TrainResult:
 
 def config_from_checkpoint(path: str, overrides: list[str] = ()) -> Config:
     """The config a run was trained with, with `--set` overrides applied (for --resume alone)."""
-    state = load_checkpoint(resolve_checkpoint(path, prefer="last"))
+    state = require_resumable(load_checkpoint(resolve_checkpoint(path, prefer="last")))
     return config_from_dict(apply_overrides(state["config"], list(overrides)),
                             source=f"{state['path']} (config)")
 
@@ -102,7 +103,7 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
            emit: EventFn, should_stop: Callable[[], bool]) -> TrainResult:
     state = None
     if resume is not None:
-        state = load_checkpoint(resolve_checkpoint(resume, prefer="last"))
+        state = require_resumable(load_checkpoint(resolve_checkpoint(resume, prefer="last")))
         changes = check_resume_compatible(state["config"], cfg)
         run_dir = run_dir or str(Path(state["path"]).parent)
     out = Path(run_dir or cfg.train.out_dir)

@@ -1,0 +1,30 @@
+"""`charrnn export`: write a slim model file (the work is in export.py)."""
+
+from __future__ import annotations
+
+import typer
+
+from charrnn.cli_common import QUIET_OPTION, _reporter
+
+
+def export_cmd(
+    run: str = typer.Argument(..., metavar="RUN_DIR|CKPT",
+                              help="Run directory (its best.pt) or checkpoint to export."),
+    out: str = typer.Option(..., "--out", "-o", metavar="FILE",
+                            help="The file to write, e.g. model.pt."),
+    force: bool = typer.Option(False, "--force", help="Replace FILE if it exists."),
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Write a slim model file (weights, vocab, config; no optimizer state) to share or serve.
+
+    sample, eval and info load it like any checkpoint; training cannot resume from it.
+
+    Example: charrnn export runs/tiny --out tiny.pt
+    """
+    import os
+
+    from charrnn.export import export_model
+
+    src = export_model(run, out, force=force)
+    _reporter(quiet).info(f"exported {src} to {out} ({os.path.getsize(src) / 1e6:.2f} MB -> "
+                          f"{os.path.getsize(out) / 1e6:.2f} MB)")
