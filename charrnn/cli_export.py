@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from charrnn.cli_common import QUIET_OPTION, _reporter
+from charrnn.cli_common import QUIET_OPTION, make_reporter
 
 
 def export_cmd(
@@ -26,5 +26,5 @@ def export_cmd(
     from charrnn.export import export_model
 
     src = export_model(run, out, force=force)
-    _reporter(quiet).info(f"exported {src} to {out} ({os.path.getsize(src) / 1e6:.2f} MB -> "
+    make_reporter(quiet).info(f"exported {src} to {out} ({os.path.getsize(src) / 1e6:.2f} MB -> "
                           f"{os.path.getsize(out) / 1e6:.2f} MB)")

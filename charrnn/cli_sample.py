@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -16,22 +17,17 @@ from charrnn.errors import DataError, SamplingError
 
 def _read_primes(path: str, reporter) -> list[str]:
     """The non-blank lines of a file or stdin; blank lines are skipped and counted on stderr."""
-    if path == "-":
-        raw, name = sys.stdin.buffer.read(), "<stdin>"
-    else:
-        if not Path(path).is_file():
-            raise DataError(f"prime file not found: {path}")
-        raw, name = Path(path).read_bytes(), path
-    try:
-        lines = raw.decode("utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"prime file {name} is not UTF-8 text (invalid byte at offset "
-                        f"{exc.start})") from None
+    from charrnn.data import read_text
+
+    if path != "-" and not Path(path).is_file():
+        raise DataError(f"prime file not found: {path}")
+    lines = read_text(path).splitlines()
     primes = [line for line in lines if line]
     if not primes:
         raise DataError(f"--prime-file {path}: no primes in it (one per line)")
     if len(primes) < len(lines):
-        reporter.info(f"skipped {len(lines) - len(primes)} blank line(s) of {name}")
+        reporter.info(f"skipped {len(lines) - len(primes)} blank line(s) of "
+                      f"{'stdin' if path == '-' else path}")
     return primes
 
 
@@ -138,6 +134,8 @@ def sample_cmd(
         primes = _read_primes(prime_file, reporter)
     else:
         primes = [decode_escapes(prime or "", "--prime")]
+    if not math.isfinite(length_penalty):
+        raise SamplingError(f"--length-penalty must be a finite number, got {length_penalty}")
     if beam is not None and not all(primes):
         raise SamplingError("--beam needs a --prime (or --prime-file) to start from")
     loaded = load_model(checkpoint, device)

@@ -4,29 +4,28 @@ import json
 
 import torch
 
-from test_sample_cli import cli
 
 
-def test_export_is_slim_and_loads_everywhere_but_resume(tiny_run, tmp_path, capsys):
+def test_export_is_slim_and_loads_everywhere_but_resume(tiny_run, tmp_path, cli):
     out = tmp_path / "model.pt"
-    code, _, err = cli(capsys, "export", str(tiny_run), "--out", str(out))
+    code, _, err = cli("export", str(tiny_run), "--out", str(out))
     assert code == 0 and "exported" in err, err
     assert out.stat().st_size <= 0.4 * (tiny_run / "last.pt").stat().st_size
     state = torch.load(out, weights_only=True)
     assert state["kind"] == "export" and not {"optimizer", "rng", "hidden"} & set(state)
     args = ["--greedy", "--prime", "sharks", "--length", "40", "-q"]
-    assert cli(capsys, "sample", "-c", str(out), *args) == cli(capsys, "sample", "-c",
+    assert cli("sample", "-c", str(out), *args) == cli("sample", "-c",
                                                                 str(tiny_run), *args)
     text = tmp_path / "text.txt"
     text.write_text("sharks feed on tuna.\ntuna feed on small fish.\n")
-    ours = json.loads(cli(capsys, "eval", "-c", str(out), str(text), "--json")[1])
-    assert ours == json.loads(cli(capsys, "eval", "-c", str(tiny_run), str(text), "--json")[1])
-    info = json.loads(cli(capsys, "info", str(out), "--json")[1])
+    ours = json.loads(cli("eval", "-c", str(out), str(text), "--json")[1])
+    assert ours == json.loads(cli("eval", "-c", str(tiny_run), str(text), "--json")[1])
+    info = json.loads(cli("info", str(out), "--json")[1])
     assert info["parameters"] > 10_000 and info["vocab_size"] == len(state["vocab"])
-    code, _, err = cli(capsys, "train", "--resume", str(out))
+    code, _, err = cli("train", "--resume", str(out))
     assert code == 2 and "exported model" in err and "cannot be resumed" in err
-    code, _, err = cli(capsys, "export", str(tiny_run), "--out", str(out))
+    code, _, err = cli("export", str(tiny_run), "--out", str(out))
     assert code == 2 and "already exists" in err and out.stat().st_size > 0
-    assert cli(capsys, "export", str(tiny_run), "--out", str(out), "--force", "-q")[0] == 0
-    code, _, err = cli(capsys, "export", str(tiny_run), "--out", str(tmp_path / "no" / "m.pt"))
+    assert cli("export", str(tiny_run), "--out", str(out), "--force", "-q")[0] == 0
+    code, _, err = cli("export", str(tiny_run), "--out", str(tmp_path / "no" / "m.pt"))
     assert code == 2 and err.startswith("error: ") and "does not exist" in err

@@ -4,25 +4,16 @@ import json
 
 import pytest
 
-from charrnn.cli import main
 from conftest import run_cli
 
 CHAIN = {"sharks feed on": " tuna.", "microbes feed on": " sharks.",
          "plants feed on": " microbes.", "math, science,": " english literature,"}
 
 
-def cli(capsys, *argv):
-    """Run the CLI in this process: (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exit_.value.code, out, err
-
-
-def test_each_sample_continues_its_own_prime(tiny_run, tmp_path, capsys):
+def test_each_sample_continues_its_own_prime(tiny_run, tmp_path, cli):
     primes = tmp_path / "primes.txt"
     primes.write_text("sharks feed on\n\nmicrobes feed on\nplants feed on\n\nmath, science,\n")
-    code, out, err = cli(capsys, "sample", "-c", str(tiny_run), "--prime-file", str(primes),
+    code, out, err = cli("sample", "-c", str(tiny_run), "--prime-file", str(primes),
                          "--num-samples", "2", "--length", "25", "--temperature", "0.3",
                          "--seed", "3", "--json")
     assert code == 0, err
@@ -33,44 +24,44 @@ def test_each_sample_continues_its_own_prime(tiny_run, tmp_path, capsys):
         assert len(o["text"]) == 25 and o["text"].startswith(CHAIN[o["prime"]]), o
 
 
-def test_length_zero_prints_only_the_newline(tiny_run, capsys):
-    assert cli(capsys, "sample", "-c", str(tiny_run), "--length", "0", "-q")[1] == "\n"
-    assert cli(capsys, "sample", "-c", str(tiny_run), "--length", "0", "--prime", "tuna",
+def test_length_zero_prints_only_the_newline(tiny_run, cli):
+    assert cli("sample", "-c", str(tiny_run), "--length", "0", "-q")[1] == "\n"
+    assert cli("sample", "-c", str(tiny_run), "--length", "0", "--prime", "tuna",
                "-q")[1] == "tuna\n"
 
 
-def test_tiny_temperature_and_prime_escapes(tiny_run, capsys):
+def test_tiny_temperature_and_prime_escapes(tiny_run, cli):
     base = ["sample", "-c", str(tiny_run), "--length", "30", "-q"]
-    greedy = cli(capsys, *base, "--prime", "sharks", "--greedy")[1]
-    assert cli(capsys, *base, "--prime", "sharks", "--temperature", "1e-9")[1] == greedy
-    assert cli(capsys, *base, "--prime", "sharks", "--temperature", "1e-300")[1] == greedy
-    code, out, _ = cli(capsys, *base, "--prime", "sharks feed on tuna.\\n", "--greedy")
+    greedy = cli(*base, "--prime", "sharks", "--greedy")[1]
+    assert cli(*base, "--prime", "sharks", "--temperature", "1e-9")[1] == greedy
+    assert cli(*base, "--prime", "sharks", "--temperature", "1e-300")[1] == greedy
+    code, out, _ = cli(*base, "--prime", "sharks feed on tuna.\\n", "--greedy")
     assert code == 0 and out.startswith("sharks feed on tuna.\ntuna feed on small fish.")
 
 
-def test_stop_ends_each_sample_at_its_first_stop_text(tiny_run, capsys):
+def test_stop_ends_each_sample_at_its_first_stop_text(tiny_run, cli):
     base = ["sample", "-c", str(tiny_run), "-q", "--length", "200"]
-    assert cli(capsys, *base, "--prime", "sharks", "--stop", ".")[1] == "sharks feed on tuna.\n"
-    code, out, _ = cli(capsys, *base, "--prime", "sharks", "--stop", "\\n", "--stop", "tuna",
+    assert cli(*base, "--prime", "sharks", "--stop", ".")[1] == "sharks feed on tuna.\n"
+    code, out, _ = cli(*base, "--prime", "sharks", "--stop", "\\n", "--stop", "tuna",
                        "--greedy")
     assert out == "sharks feed on tuna\n"
-    out = cli(capsys, *base, "--prime", "sharks", "--stop", "zebra", "--length", "7")[1]
+    out = cli(*base, "--prime", "sharks", "--stop", "zebra", "--length", "7")[1]
     assert len(out) == len("sharks") + 7 + 1
-    out = cli(capsys, *base, "--prime", "microbes feed on", "-N", "3", "--stop", ".", "--seed", "2",
+    out = cli(*base, "--prime", "microbes feed on", "-N", "3", "--stop", ".", "--seed", "2",
               "--separator", "|")[1]
     assert out == "microbes feed on sharks.|" * 3
 
 
-def test_beam_search(tiny_run, capsys):
+def test_beam_search(tiny_run, cli):
     base = ["sample", "-c", str(tiny_run), "-q", "--prime", "sharks", "--length", "20"]
-    code, out, _ = cli(capsys, *base, "--beam", "4")
+    code, out, _ = cli(*base, "--beam", "4")
     assert code == 0 and out.startswith("sharks feed on tuna.\n") and len(out) == 6 + 20 + 1
-    assert cli(capsys, *base, "--beam", "4")[1] == out  # deterministic
-    code, out, _ = cli(capsys, *base, "--beam", "4", "--num-samples", "3", "--json")
+    assert cli(*base, "--beam", "4")[1] == out  # deterministic
+    code, out, _ = cli(*base, "--beam", "4", "--num-samples", "3", "--json")
     found = json.loads(out)
     assert len(found) == 3 and found[0]["text"] == "\x20feed on tuna.\ntuna "
     assert [f["score"] for f in found] == sorted((f["score"] for f in found), reverse=True)
-    code, out, _ = cli(capsys, *base, "--beam", "3", "--stop", ".")
+    code, out, _ = cli(*base, "--beam", "3", "--stop", ".")
     assert out == "sharks feed on tuna.\n"
 
 
@@ -90,11 +81,12 @@ def test_beam_search(tiny_run, capsys):
     (["--beam", "2", "--prime", "a", "--temperature", "1"], "--beam is deterministic"),
     (["--beam", "2", "--prime", "a", "--seed", "1"], "drop --seed"),
     (["--temperature", "nan"], "--temperature must be above 0"),
+    (["--beam", "2", "--prime", "a", "--length-penalty", "inf"], "--length-penalty must be"),
     (["--interactive", "--json", "-N", "2"], "--interactive is one conversation: drop --json and "
                                              "--num-samples"),
 ])
-def test_bad_sample_options(tiny_run, capsys, args, message):
-    code, out, err = cli(capsys, "sample", "-c", str(tiny_run), *args)
+def test_bad_sample_options(tiny_run, cli, args, message):
+    code, out, err = cli("sample", "-c", str(tiny_run), *args)
     assert code == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
 
