@@ -101,6 +101,11 @@ def train_cmd(
         None, "--resume", "-r", metavar="RUN_DIR|CKPT",
         help="Continue a run from its last.pt (or the checkpoint given), exactly where it "
              "stopped."),
+    init_from: Optional[str] = typer.Option(
+        None, "--init-from", metavar="RUN_DIR|CKPT",
+        help="Start a new run from the weights of another run or checkpoint (fine-tuning): "
+             "step 0, a new optimizer, the config's schedule. The config's model must match "
+             "the checkpoint's; characters the model lacks are added (data.unknown)."),
     force: bool = typer.Option(False, "--force",
                                help="Start over in a run directory that already holds a run, "
                                     "deleting its checkpoints."),
@@ -124,9 +129,15 @@ def train_cmd(
         if value is not None:
             check_flag(flag, key, value)  # so that its error names the flag, not the file
             sets.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
+    if init_from is not None and resume is not None:
+        raise cli_errors.UsageError("--init-from starts a new run and --resume continues one: "
+                                    "give one")
     if config is None and resume is None and data is None:
         raise cli_errors.UsageError("give a CONFIG file, --data TEXT to train with every "
                                     "default, or --resume RUN_DIR to continue a run")
+    if config is None and init_from is not None:  # no config: the checkpoint's model shape
+        from charrnn.finetune import shape_overrides
+        sets = shape_overrides(init_from) + sets
     # the config is read before torch is imported, so that its errors come at once
     cfg = (load_config(config, sets) if config is not None
            else default_config(sets) if resume is None else None)
@@ -150,7 +161,7 @@ def train_cmd(
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = train(cfg, resume=resume, run_dir=out, force=force,
+        result = train(cfg, resume=resume, run_dir=out, force=force, init_from=init_from,
                        on_event=reporter.training_event, should_stop=lambda: stop["requested"])
     finally:
         reporter.close()

@@ -46,6 +46,8 @@ class DataConfig:
                                min=0.0, max=1.0, max_open=True)
     encoding_errors: str = _opt("strict", "what to do with bytes that are not UTF-8",
                                 choices=("strict", "replace"))
+    unknown: str = _opt("add", "with --init-from: characters the model lacks are added or refused",
+                        choices=("add", "error"))
 
 
 @dataclass

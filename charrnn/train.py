@@ -22,6 +22,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from charrnn import finetune
 from charrnn.checkpoint import (capture_rng, load_checkpoint, require_resumable,
                                 resolve_checkpoint, save_checkpoint)
 from charrnn.config import Config, apply_overrides, config_from_dict, save_config
@@ -79,7 +80,8 @@ def _hidden_to(hidden, device):
 
 def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
           force: bool = False, on_event: EventFn | None = None,
-          should_stop: Callable[[], bool] | None = None) -> TrainResult:
+          should_stop: Callable[[], bool] | None = None,
+          init_from: str | None = None) -> TrainResult:
     """Train a model as `cfg` says; checkpoints go to the run directory.
 
     Under torchrun every process calls this, and they train one model together (see
@@ -89,6 +91,7 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
         resume: a run directory or checkpoint to continue (its `last.pt` by preference).
         run_dir: where to write; default the resumed run's folder, else `cfg.train.out_dir`.
         force: start over in a run directory that already holds checkpoints.
+        init_from: a run or checkpoint whose weights a new run starts from (fine-tuning).
         on_event: receives ("start" | "step" | "eval" | "save" | "sample" | "note", info dict).
         should_stop: polled between steps; when it returns True, `last.pt` is written and the
             result says `stopped_by="interrupt"`.
@@ -96,11 +99,11 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
     check_model_type(cfg.model.type)
     with joined(cfg.train.device, cfg.train.batch_size) as group:
         return _train(cfg, group, resume, run_dir, force, on_event or (lambda kind, info: None),
-                      should_stop or (lambda: False))
+                      should_stop or (lambda: False), init_from)
 
 
 def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, force: bool,
-           emit: EventFn, should_stop: Callable[[], bool]) -> TrainResult:
+           emit: EventFn, should_stop: Callable[[], bool], init_from: str | None) -> TrainResult:
     state = None
     if resume is not None:
         state = require_resumable(load_checkpoint(resolve_checkpoint(resume, prefer="last")))
@@ -113,8 +116,13 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
     precision = resolve_precision(cfg.train.precision, device)
     threads = set_threads(cfg.train.threads)
     corpus = load_training_corpus(cfg)
-    notes = []
+    notes, start = [], None
+    if init_from is not None and state is None:
+        start = finetune.prepare(init_from, cfg, corpus)
+        corpus = start.corpus
+        notes.append(start.note)
     if state is not None:
+        corpus = finetune.widen(corpus, state["vocab"], cfg.data.val_fraction)
         check_vocab(state["vocab"], corpus.vocab, corpus.source)
     # the ids move to the device once (1 byte per character), so no step copies a batch over
     batcher = StreamBatcher(corpus.train.to(device), cfg.train.batch_size, cfg.train.seq_len)
@@ -139,15 +147,20 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
                 clear_run(out)
             save_config(cfg, out / "config.yaml")
         return _run(cfg, out, corpus, batcher, data, state, group, precision, threads, emit,
-                    should_stop, changes if state is not None else [], notes)
+                    should_stop, changes if state is not None else [], notes,
+                    start.weights if start else None)
 
 
 def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: dict,
          state: dict | None, group: Group, precision: str, threads: int, emit: EventFn,
-         should_stop: Callable[[], bool], changes: list[str], notes: list[str]) -> TrainResult:
+         should_stop: Callable[[], bool], changes: list[str], notes: list[str],
+         init_weights: dict | None = None) -> TrainResult:
     t, device, rows = cfg.train, group.device, group.rows(cfg.train.batch_size)
     seed_everything(t.seed)
-    model = build_model(cfg.model, len(corpus.vocab)).to(device)
+    model = build_model(cfg.model, len(corpus.vocab))
+    if init_weights is not None:
+        model.load_state_dict(init_weights)
+    model.to(device)
     group.seed_rank(t.seed, 0)
     optimizer = _make_optimizer(model, cfg)
     configure_precision(precision, device)
