@@ -32,12 +32,12 @@ def lstm_pair(ctx: Context):
     return model, bare, vocab
 
 
-def _charrnn_sample(ctx: Context, model, vocab, n: int, length: int) -> float:
+def _charrnn_sample(ctx: Context, model, vocab, n: int, length: int, fast: bool = True) -> float:
     from charrnn.sampling import generate
 
     def run():
         steps = list(generate(model, vocab, [PRIME] * n, length, device=ctx.device,
-                              temperature=TEMPERATURE, seed=1))
+                              temperature=TEMPERATURE, seed=1, fast=fast))
         texts = ["".join(parts) for parts in zip(*steps)]
         assert len(texts) == n and all(len(t) == length for t in texts)
 
@@ -100,3 +100,28 @@ def sample_vs_bare_loop(ctx: Context) -> list[dict]:
                     reference_name="charrnn batch 1", ratio=many / one, target=(">=", 10.0),
                     model=f"lstm {LAYERS}x{SAMPLE_HIDDEN}"))
     return rows
+
+
+@bench("sample")
+def sample_one_lean_step(ctx: Context) -> list[dict]:
+    """`sample b1 lean step`: one sample on the CPU, chars/s of generate's lean step (torch's
+    fused cell ops on the layer weights), with the bare nn.LSTM loop (oneDNN off) as reference
+    and target 5,000 chars/s; the module step (`fast=False`) is recorded beside them."""
+    if ctx.device.type != "cpu":
+        return []
+    model, bare, vocab = lstm_pair(ctx)
+    length = ctx.s["sample_len_1"]
+    got = {"lean": [], "module": [], "bare": []}
+    for r in range(ctx.s["sample_repeats"]):
+        got["lean"].append(_charrnn_sample(ctx, model, vocab, 1, length))
+        got["module"].append(_charrnn_sample(ctx, model, vocab, 1, length, fast=False))
+        got["bare"].append(_bare_sample(ctx, bare, vocab, 1, length, mkldnn=False))
+        log(f"sample b1 lean step repeat {r + 1}/{ctx.s['sample_repeats']}: " +
+            ", ".join(f"{k} {xs[-1]:,.0f}" for k, xs in got.items()) + " chars/s")
+    lean, bare_rate = median(got["lean"]), median(got["bare"])
+    return [row("sample", "sample b1 lean step (cpu)", lean, "chars/s", reference=bare_rate,
+                reference_name="bare nn.LSTM loop, mkldnn off", ratio=lean / bare_rate,
+                target=(">=", 5000.0), target_on="value",
+                samples={"charrnn": got["lean"], "reference": got["bare"]},
+                module_step=median(got["module"]), batch=1, length=length,
+                model=f"lstm {LAYERS}x{SAMPLE_HIDDEN}")]
