@@ -3,10 +3,11 @@
 #   benchmarks/gpu_checks.sh            (log: $OUT/gpu-checks.log if OUT is set, else
 #                                        benchmarks/results/gpu-checks.log)
 #   DRY_RUN=1 benchmarks/gpu_checks.sh  prints the commands it would run, and runs none
-# Parts: the cuda-marked tests; the recurrent state's dtype under each precision; a world-size-1
-# NCCL run under torchrun; a GPU checkpoint sampled and resumed on the CPU; the precision
-# comparison (fp32/TF32, fp16, bf16: speed and validation loss after the same minutes); the
-# benchmark rows on the GPU. Each part runs even if an earlier one fails; each has a time limit.
+# Parts: the cuda-marked tests; the recurrent state's dtype under each precision; world size 1
+# under torchrun (NCCL) against the plain command (the bench's scaling row); a GPU checkpoint
+# sampled and resumed on the CPU; the precision comparison (fp32/TF32, fp16, bf16: speed and
+# validation loss after the same minutes); the quick benchmark rows on the GPU. Each part runs
+# even if an earlier one fails, under its own time limit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 results=${OUT:-benchmarks/results}
@@ -73,17 +74,8 @@ for precision in ("fp32", "fp16", "bf16"):
           f"(nn.LSTM under bare bf16 autocast: {plain})")
 EOF
 
-echo "== world size 1 under torchrun (NCCL) next to the plain command, same config and steps"
-for launch in plain torchrun; do
-  if [ $launch = plain ]; then cmd=($py -m charrnn); else
-    cmd=($py -m torch.distributed.run --standalone --nproc_per_node=1 -m charrnn); fi
-  run 120 "${cmd[@]}" train configs/shakespeare.yaml --out "$work/ws1-$launch" --device cuda \
-    --max-steps 200 --set train.eval_every=1000 --set train.log_every=50 -q
-  [ -n "${DRY_RUN:-}" ] || $py -c "import json, statistics, sys
-r = [json.loads(l)['chars_per_sec'] for l in open(sys.argv[1]) if 'chars_per_sec' in l][1:]
-print(sys.argv[2], f'{statistics.median(r):,.0f} chars/s (median of {len(r)} windows)')" \
-    "$work/ws1-$launch/metrics.jsonl" "$launch"
-done
+echo "== world size 1 under torchrun (NCCL, DDP) next to the plain command: the scaling row"
+run 200 $py benchmarks/bench.py --only scaling --device cuda --out "$results/gpu-scaling.json"
 
 echo "== a GPU checkpoint (bf16 where supported, else fp16), sampled and resumed on the CPU"
 half=$($py -c 'import torch; print("bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16")' 2>/dev/null || echo fp16)
@@ -104,8 +96,9 @@ for precision in fp32 fp16 bf16; do
   precision_row "$work/prec-$precision" $precision
 done
 
-echo "== benchmark rows on the GPU (quick)"
-run 150 $py benchmarks/bench.py --quick --device cuda --out "$results/gpu-quick.json"
+echo "== benchmark rows on the GPU (quick: training, sampling, eval)"
+run 150 $py benchmarks/bench.py --quick --only train,sample,eval --device cuda \
+  --out "$results/gpu-quick.json"
 echo "== done in $SECONDS s"
 } 2>&1 | tee "$log"
 echo "log: $log"

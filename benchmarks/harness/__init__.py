@@ -1,17 +1,18 @@
 """The benchmark harness behind the README's performance table, one module per group.
 
 Every row comes from one function registered with `@bench(GROUP)` in that group's module
-(train.py, sample.py, eval.py, load.py, startup.py); it takes the shared `Context` and returns
-a list of `row(...)` dicts. The runner (cli.py) calls the registered functions of each group
-in the order they are defined, and report.py turns the rows into the table and the JSON.
+(train.py, sample.py, eval.py, load.py, startup.py, scaling.py); it takes the shared `Context`
+and returns a list of `row(...)` dicts. The runner (cli.py) calls the registered functions of
+each group in the order they are defined, and report.py turns the rows into the table and the
+JSON.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-GROUPS = ("train", "sample", "eval", "load", "startup", "memory")
-MODULES = ("train", "sample", "eval", "load", "startup")  # memory rows live in startup.py
+GROUPS = ("train", "sample", "eval", "load", "startup", "memory", "scaling")
+MODULES = ("train", "sample", "eval", "load", "startup", "scaling")  # memory: in startup.py
 
 REGISTRY: dict[str, list[Callable]] = {group: [] for group in GROUPS}
 

@@ -3,7 +3,6 @@ PyTorch model the loops are compared with, and timing."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import statistics
@@ -25,11 +24,11 @@ MODES = {
     "quick": {"hidden": [128], "warmup": 2, "timed_s": 0.6, "min_steps": 4, "repeats": 2,
               "sample_len_1": 300, "sample_len_32": 300, "sample_repeats": 3,
               "eval_chars": 60_000, "eval_repeats": 2, "load_mb": 20, "startup_repeats": 3,
-              "memory_steps": 2},
+              "memory_steps": 2, "scaling_steps": 0, "scaling_repeats": 0},
     "full": {"hidden": [128, 256, 512], "warmup": 3, "timed_s": 3.0, "min_steps": 8,
              "repeats": 5, "sample_len_1": 2000, "sample_len_32": 1000, "sample_repeats": 5,
              "eval_chars": 1_000_000, "eval_repeats": 2, "load_mb": 100, "startup_repeats": 5,
-             "memory_steps": 5},
+             "memory_steps": 5, "scaling_steps": 30, "scaling_repeats": 2},
 }
 
 
@@ -167,7 +166,11 @@ class Context:
         self.s["models"] = args.models or list(MODELS)
         self.threads = args.threads
         self.cuda = device.type == "cuda"
-        self.precision_note = "bf16 autocast (charrnn's precision: auto)" if self.cuda else "fp32"
+        from charrnn.device import configure_precision, resolve_precision
+        # the bare loops run in the precision charrnn's `auto` resolves to (TF32 on CUDA)
+        self.precision = resolve_precision("auto", device)
+        configure_precision(self.precision, device)
+        self.precision_note = f"{self.precision} (charrnn's precision: auto)"
         self.train_text = write_text(tmp / "train.txt", TRAIN_CORPUS_BYTES, seed=1)
         self.BareLM = bare_model_class()
         self.torch = torch
@@ -180,9 +183,8 @@ class Context:
             self.torch.cuda.synchronize(self.device)
 
     def autocast(self):
-        if self.cuda:
-            return self.torch.autocast("cuda", dtype=self.torch.bfloat16)
-        return contextlib.nullcontext()
+        from charrnn.device import autocast
+        return autocast(self.device, self.precision)
 
     def seconds(self, fn) -> float:
         """Wall time of one call of `fn` after two warm-up calls, through torch.utils.benchmark
