@@ -307,13 +307,15 @@ def info_cmd(
         "best_val_loss": state.get("best_val_loss"), "val_loss": state.get("val_loss"),
         "train_loss": state.get("train_loss"), "format_version": state["format_version"],
         "charrnn_version": state.get("charrnn_version"), "config": state["config"],
+        "kind": state.get("kind", "checkpoint"),
     }
     if as_json:
         sys.stdout.write(json.dumps(info) + "\n")
         return
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     sys.stdout.write(
-        f"checkpoint   {info['path']}\n"
+        f"checkpoint   {info['path']}"
+        f"{' (exported model: weights only)' if info['kind'] == 'export' else ''}\n"
         f"model        {info['model']}: {info['num_layers']} x {info['hidden_size']} "
         f"(embedding {info['embedding_dim']}, dropout {info['dropout']})\n"
         f"parameters   {info['parameters']:,}\n"
