@@ -169,3 +169,17 @@ def test_ranks_share_their_decisions():
         # validation loss; hidden states in rank order, fp32; each rank its own rows
         assert nan and stop and clock == 10.5 and shared == 0.5 and fp32
         assert rows == [0.0, 0.0, 1.0, 1.0] and own == slice(4 * rank, 4 * rank + 4)
+
+
+@pytest.mark.cuda
+def test_world_size_1_under_torchrun_uses_nccl_on_the_gpu(tmp_path):
+    from conftest import TINY
+    env = {**os.environ, "PYTHONWARNINGS": ""}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=1", "-m", "charrnn", "train", str(TINY), "--out",
+                           str(tmp_path / "run"), "--device", "cuda", "--max-steps", "60"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "on cuda:0" in proc.stderr
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["world_size"] == 1 and state["step"] == 60

@@ -75,3 +75,40 @@ def test_old_checkpoint_with_compile_and_a_half_hidden_state_resumes_and_samples
     proc = run_cli("sample", "-c", str(run_copy / "last.pt"), "--prime", "sharks", "--length",
                    "10", "--seed", "0")
     assert proc.returncode == 0 and proc.stdout.startswith("sharks"), proc.stderr
+
+
+@pytest.mark.cuda
+def test_cuda_autocast_gives_the_recurrent_layer_the_dtype_asked_for():
+    from charrnn.device import configure_precision
+    cuda = torch.device("cuda")
+    model = CharRNN("lstm", 10, 8, 16, 2, 0.0).to(cuda)
+    x = torch.randint(0, 10, (3, 5), device=cuda)
+    for precision, dtype in (("fp32", torch.float32), ("fp16", torch.float16),
+                             ("bf16", torch.bfloat16)):
+        if precision == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+            continue
+        configure_precision(precision, cuda)
+        with autocast(cuda, precision):
+            _, (h, c) = model(x)
+        assert h.dtype == c.dtype == dtype, precision
+    assert grad_scaler(cuda, "fp16").is_enabled() and not grad_scaler(cuda, "bf16").is_enabled()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_cuda_half_precision_run_resumes_and_samples_on_the_cpu(precision, tmp_path):
+    if precision == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        pytest.skip("this GPU has no bf16")
+    out = tmp_path / "run"
+    proc = run_cli("train", str(TINY), "--out", str(out), "--device", "cuda", "--max-steps",
+                   "100", "--set", f"train.precision={precision}", "-q")
+    assert proc.returncode == 0, proc.stderr
+    state = load_checkpoint(out / "last.pt")
+    assert all(h.dtype == torch.float32 for h in state["hidden"])
+    proc = run_cli("train", "--resume", str(out), "--device", "cpu", "--max-steps", "120",
+                   "--set", "train.precision=fp32", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert load_checkpoint(out / "last.pt")["step"] == 120
+    proc = run_cli("sample", "-c", str(out), "--device", "cpu", "--prime", "sharks",
+                   "--length", "20", "--seed", "1")
+    assert proc.returncode == 0 and proc.stdout.startswith("sharks"), proc.stderr
