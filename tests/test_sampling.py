@@ -149,3 +149,16 @@ def test_best_beam_never_scores_below_greedy():
             assert found[0][1] >= log_prob(net, VOCAB, "ab", greedy, CPU) - 1e-4
             for t, s in found:  # a beam's score is its text's log-probability
                 assert s == pytest.approx(log_prob(net, VOCAB, "ab", t, CPU), abs=1e-3)
+
+
+def test_beams_end_at_stop_texts_and_the_length_penalty_ranks_them(model):
+    from charrnn.beam import beam_search
+
+    plain = beam_search(model, VOCAB, "ab", 30, width=6, device=CPU, results=6, stop=["e", "h"])
+    assert all(t[-1] in "eh" and not set(t[:-1]) & set("eh") for t, _ in plain if len(t) < 30)
+    assert [s for _, s in plain] == sorted((s for _, s in plain), reverse=True)
+    long = beam_search(model, VOCAB, "ab", 30, width=6, device=CPU, results=6, stop=["e", "h"],
+                       length_penalty=2.0)
+    ranks = [s / len(t) ** 2.0 for t, s in long]
+    assert ranks == sorted(ranks, reverse=True)
+    assert len(long[0][0]) >= len(plain[0][0])
