@@ -4,9 +4,10 @@ A checkpoint is a dict of plain Python values and tensors, so it loads with
 `torch.load(..., weights_only=True)` and nothing else is ever unpickled:
 
     format, format_version, charrnn_version, config (resolved, as a dict), vocab (list of chars),
-    model, optimizer (state dicts), step, data_position, hidden (the carried state),
-    best_val_loss, val_loss, train_loss, elapsed_seconds, rng (torch / cuda generator states),
-    run_started (wall-clock time the run began; kept on resume)
+    model, optimizer (state dicts), step, data_position, hidden (the carried state of every
+    stream, fp32), best_val_loss, val_loss, train_loss, elapsed_seconds, rng (torch / cuda
+    generator states of rank 0), rank_rng (those of every rank), world_size, scaler (fp16 loss
+    scale), run_started (wall-clock time the run began; kept on resume)
 
 Writes go to a temporary file in the same folder, are flushed and fsynced, then renamed over
 the old file, so a crash at any moment leaves either the old or the new checkpoint, never a
