@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from charrnn.checkpoint import restore_rng
-from charrnn.device import resolve_device, seed_everything
+from charrnn.device import available_cores, resolve_device, seed_everything
 from charrnn.errors import ConfigError, DeviceError, TrainingFailed
 
 # How long a rank waits in a collective before giving up. A dead rank is noticed by torchrun
@@ -82,6 +82,15 @@ class Group:
         """This rank's streams (rows) of the global batch: rank r takes the r-th equal slice."""
         share = batch_size // self.world
         return slice(self.rank * share, (self.rank + 1) * share)
+
+    def cpu_threads(self, requested: int | None) -> int | None:
+        """CPU threads for this process: as asked, else under torchrun the cores this process
+        may use shared among the LOCAL_WORLD_SIZE processes on this machine (each taking them
+        all would oversubscribe them, many times slower)."""
+        if requested or not self.launched:
+            return requested
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
+        return max(1, available_cores() // local)
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module to train: DistributedDataParallel under torchrun (it averages gradients)."""

@@ -114,7 +114,7 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
 
     device = group.device
     precision = resolve_precision(cfg.train.precision, device)
-    threads = set_threads(cfg.train.threads)
+    threads = set_threads(group.cpu_threads(cfg.train.threads))
     corpus = load_training_corpus(cfg)
     notes, start = [], None
     if init_from is not None and state is None:

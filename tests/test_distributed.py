@@ -139,6 +139,14 @@ def test_without_torchrun_a_group_is_one_process():
     assert group.agree(False, 3.0) == (False, 3.0) and group.mean(torch.tensor([1.5])) == [1.5]
 
 
+def test_under_torchrun_the_cores_are_shared_among_the_local_processes(monkeypatch):
+    from charrnn.device import available_cores
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    group = Group(torch.device("cpu"), 1, 4, launched=True)
+    assert group.cpu_threads(None) == max(1, available_cores() // 2)
+    assert group.cpu_threads(3) == 3 and start("cpu", 8).cpu_threads(None) is None
+
+
 def _agree_worker(rank: int, port: int, results):
     import torch.distributed as dist
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
