@@ -123,6 +123,23 @@ def test_a_dead_rank_ends_the_job_and_the_run_resumes_exactly(runs, tmp_path):
     assert max_diff(weights(base / "one"), weights(tmp_path / "copy")) <= 1e-5
 
 
+@pytest.mark.slow
+def test_sigterm_stops_every_rank_at_the_same_step_and_rank_0_saves(runs, tmp_path):
+    base, _ = runs
+    out = tmp_path / "stopped"
+    proc = torchrun("train", str(base / "cfg.yaml"), "--out", str(out), "--max-steps",
+                    "100000", "--set", "train.save_every=5")
+    while not (out / "last.pt").exists():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)  # torchrun passes it on to every rank
+    _, _, err = finish(proc)
+    lines = [line for line in err.splitlines() if line.startswith("interrupted at step ")]
+    assert len(lines) == 1, err  # said once, by rank 0
+    step = int(lines[0].split()[3].rstrip(":"))
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == step
+
+
 def test_a_batch_that_does_not_divide_among_the_ranks_is_refused(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("LOCAL_RANK", "0")
