@@ -13,7 +13,9 @@ cd "$(dirname "$0")/.."
 results=${OUT:-benchmarks/results}
 minutes=${MINUTES:-0.5}        # per precision in the comparison
 py=${PYTHON:-python3}
+[ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ] && py=.venv/bin/python  # make install's
 work=$(mktemp -d /tmp/charrnn-gpu.XXXXXX)
+[ -n "${DRY_RUN:-}" ] && results=$work  # a dry run leaves nothing behind in the repository
 mkdir -p "$results"
 log="$results/gpu-checks.log"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
