@@ -47,6 +47,8 @@ def is_main_process() -> bool:
 
 def _pick_device(spec: str, local_rank: int) -> torch.device:
     spec = (spec or "auto").strip().lower()
+    if spec == f"cuda:{local_rank}":
+        spec = "cuda"
     if spec in ("auto", "cuda") and torch.cuda.is_available():
         if local_rank >= torch.cuda.device_count():
             raise DeviceError(f"local rank {local_rank} has no GPU: this machine has "
@@ -56,7 +58,8 @@ def _pick_device(spec: str, local_rank: int) -> torch.device:
     if spec.startswith("cuda"):
         if spec != "cuda":
             raise DeviceError(f"device {spec!r}: under torchrun each process uses "
-                              f"cuda:LOCAL_RANK; set the device to cuda or auto")
+                              f"cuda:LOCAL_RANK (here cuda:{local_rank}); set the device to "
+                              f"cuda or auto")
         resolve_device(spec)  # raises: no CUDA here
     if spec == "auto" or spec == "cpu":
         return torch.device("cpu")

@@ -148,6 +148,18 @@ def test_a_batch_that_does_not_divide_among_the_ranks_is_refused(monkeypatch):
         start("cpu", 8)
 
 
+def test_under_torchrun_each_process_takes_its_own_device():
+    from charrnn.distributed import _pick_device
+    from charrnn.errors import DeviceError
+    assert _pick_device("cpu", 1) == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert _pick_device("auto", 1) == torch.device("cpu")
+    with pytest.raises(DeviceError, match=r"each process uses cuda:LOCAL_RANK \(here cuda:0\)"):
+        _pick_device("cuda:1", 0)
+    with pytest.raises(DeviceError, match="CUDA .NCCL. or on the CPU .gloo."):
+        _pick_device("mps", 0)
+
+
 def test_without_torchrun_a_group_is_one_process():
     group = start("cpu", 8)
     assert (group.rank, group.world, group.main, group.launched) == (0, 1, True, False)
