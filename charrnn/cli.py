@@ -223,7 +223,7 @@ def eval_cmd(
     Example: charrnn eval --checkpoint runs/tiny data/foodchain.txt --json
     """
     from charrnn.data import read_text
-    from charrnn.evaluate import evaluate_text, stream_loss, summarize
+    from charrnn.evaluate import evaluate_text, summarize, validation_loss
     from charrnn.vocab import describe_chars
 
     if unknown not in ("error", "skip"):
@@ -252,7 +252,7 @@ def eval_cmd(
             reporter.info(loaded.note)
             reporter.info(f"scoring the validation split of {corpus.source} "
                           f"({len(corpus.val):,} characters)")
-            result = {**summarize(*stream_loss(loaded.model, corpus.val, loaded.device)),
+            result = {**summarize(*validation_loss(loaded.model, corpus.val, loaded.device)),
                       "skipped": 0}
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")

@@ -16,10 +16,12 @@ from charrnn.device import autocast
 from charrnn.errors import DataError
 from charrnn.vocab import Vocab, describe_chars
 
+VAL_STREAMS, VAL_SEQ_LEN = 16, 256  # how the validation split is read (see validation_loss)
+
 
 @torch.no_grad()
-def stream_loss(model, ids: torch.Tensor, device: torch.device, *, streams: int = 16,
-                seq_len: int = 256, max_windows: int | None = None,
+def stream_loss(model, ids: torch.Tensor, device: torch.device, *, streams: int = VAL_STREAMS,
+                seq_len: int = VAL_SEQ_LEN, max_windows: int | None = None,
                 precision: str = "auto") -> tuple[float, int]:
     """Mean cross-entropy (nats) over every predicted character of `ids`, and their count."""
     was_training = model.training
@@ -41,6 +43,16 @@ def stream_loss(model, ids: torch.Tensor, device: torch.device, *, streams: int 
     finally:
         model.train(was_training)
     return (total.item() / count if count else float("nan")), count
+
+
+def validation_loss(model, val_ids: torch.Tensor, device: torch.device, *,
+                    max_windows: int | None = None, precision: str = "auto") -> tuple[float, int]:
+    """The validation loss of a run, defined once: training's evaluations and `charrnn eval`
+    without a text both read the split as VAL_STREAMS streams of VAL_SEQ_LEN windows, whatever
+    the batch shape of training. `max_windows` (train.eval_batches) reads only the first ones.
+    """
+    return stream_loss(model, val_ids, device, streams=VAL_STREAMS, seq_len=VAL_SEQ_LEN,
+                       max_windows=max_windows, precision=precision)
 
 
 def summarize(loss: float, chars: int) -> dict:

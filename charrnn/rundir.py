@@ -29,7 +29,10 @@ class RunLock:
     """An exclusive lock on a run directory, released when the process ends, even by SIGKILL.
 
     The lock is an `flock` on `train.lock`, which also records the holder's PID for the error
-    message; a lock file left by a dead process holds no flock and is simply taken over.
+    message; a lock file left by a dead process holds no flock and is simply taken over. The
+    holder removes the file when it is done, so a process that opened the file before then may
+    lock a file that is no longer in the folder: the lock counts only while the locked file is
+    still the one at the path, and is taken again otherwise.
     """
 
     def __init__(self, run_dir: Path):
@@ -37,15 +40,20 @@ class RunLock:
         self.fd: int | None = None
 
     def acquire(self) -> "RunLock":
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
-                os.close(fd)
-                raise RunDirError(f"{self.path.parent} is in use: process {holder} is training "
-                                  f"into it; wait for it to finish or choose another --out")
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+                    os.close(fd)
+                    raise RunDirError(f"{self.path.parent} is in use: process {holder} is "
+                                      f"training into it; wait for it to finish or choose "
+                                      f"another --out")
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)  # locked a file its holder had already removed: try the new one
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
@@ -66,6 +74,15 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def remove_stale_temp_files(run_dir: Path) -> None:

@@ -31,7 +31,7 @@ from charrnn.device import (autocast, configure_precision, grad_scaler, resolve_
                             seed_everything, set_threads)
 from charrnn.distributed import Group, joined
 from charrnn.errors import RunDirError, TrainingFailed
-from charrnn.evaluate import stream_loss
+from charrnn.evaluate import validation_loss
 from charrnn.models import build_model, check_model_type, count_parameters, detach_hidden
 from charrnn.preview import Previewer
 from charrnn.resume import check_resume_compatible, check_same_text, check_vocab, text_fingerprint
@@ -104,51 +104,49 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
 
 def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, force: bool,
            emit: EventFn, should_stop: Callable[[], bool], init_from: str | None) -> TrainResult:
-    state = None
-    if resume is not None:
-        state = require_resumable(load_checkpoint(resolve_checkpoint(resume, prefer="last")))
-        changes = check_resume_compatible(state["config"], cfg)
-        run_dir = run_dir or str(Path(state["path"]).parent)
-    out = Path(run_dir or cfg.train.out_dir)
+    checkpoint = resolve_checkpoint(resume, prefer="last") if resume is not None else None
+    out = Path(run_dir or (checkpoint.parent if checkpoint else cfg.train.out_dir))
     cfg = replace(cfg, train=replace(cfg.train, out_dir=str(out)))
-
-    device = group.device
-    precision = resolve_precision(cfg.train.precision, device)
-    threads = set_threads(group.cpu_threads(cfg.train.threads))
-    corpus = load_training_corpus(cfg)
-    notes, start = [], None
-    if init_from is not None and state is None:
-        start = finetune.prepare(init_from, cfg, corpus)
-        corpus = start.corpus
-        notes.append(start.note)
-    if state is not None:
-        corpus = finetune.widen(corpus, state["vocab"], cfg.data.val_fraction)
-        check_vocab(state["vocab"], corpus.vocab, corpus.source)
-    # the ids move to the device once (1 byte per character), so no step copies a batch over
-    batcher = StreamBatcher(corpus.train.to(device), cfg.train.batch_size, cfg.train.seq_len)
-    data = {**text_fingerprint(corpus.ids),
-            "layout": {"batch_size": batcher.batch_size, "seq_len": batcher.seq_len,
-                       "windows_per_pass": batcher.windows_per_pass}}
-    if state is not None:
-        warning = check_same_text(state, cfg, data, corpus.source)
-        if warning:
-            state["hidden"] = None
-            notes.append(warning)
-
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out} is a file, not a directory")
     if group.main:  # rank 0 alone checks, creates, locks and writes the run directory
-        if state is None:
+        if checkpoint is None:  # refused at once, before a large corpus is read
             check_new_run(out, force)
         make_run_dir(out)
-    with RunLock(out) if group.main else nullcontext():
+    with RunLock(out) if group.main else nullcontext():  # before anything of the run is read
+        state, changes, notes, start = None, [], [], None
+        if group.main and checkpoint is None:
+            check_new_run(out, force)
+        if checkpoint is not None:
+            state = require_resumable(load_checkpoint(checkpoint))
+            changes = check_resume_compatible(state["config"], cfg)
+        device = group.device
+        precision = resolve_precision(cfg.train.precision, device)
+        threads = set_threads(group.cpu_threads(cfg.train.threads))
+        corpus = load_training_corpus(cfg)
+        if init_from is not None and state is None:
+            start = finetune.prepare(init_from, cfg, corpus)
+            corpus = start.corpus
+            notes.append(start.note)
+        if state is not None:
+            corpus = finetune.widen(corpus, state["vocab"], cfg.data.val_fraction)
+            check_vocab(state["vocab"], corpus.vocab, corpus.source)
+        # the ids move to the device once (1 byte per character), so no step copies a batch
+        batcher = StreamBatcher(corpus.train.to(device), cfg.train.batch_size, cfg.train.seq_len)
+        data = {**text_fingerprint(corpus.ids),
+                "layout": {"batch_size": batcher.batch_size, "seq_len": batcher.seq_len,
+                           "windows_per_pass": batcher.windows_per_pass}}
+        if state is not None:
+            warning = check_same_text(state, cfg, data, corpus.source)
+            if warning:
+                state["hidden"] = None
+                notes.append(warning)
         if group.main:
             if state is None and force:
                 clear_run(out)
             save_config(cfg, out / "config.yaml")
         return _run(cfg, out, corpus, batcher, data, state, group, precision, threads, emit,
-                    should_stop, changes if state is not None else [], notes,
-                    start.weights if start else None)
+                    should_stop, changes, notes, start.weights if start else None)
 
 
 def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: dict,
@@ -242,9 +240,8 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
     def evaluate() -> None:
         nonlocal val_loss, best
         if group.main:  # once, while the other ranks wait for its result
-            val_loss, _ = stream_loss(model, val_ids, device, streams=t.batch_size,
-                                      seq_len=t.seq_len, max_windows=t.eval_batches,
-                                      precision=precision)
+            val_loss, _ = validation_loss(model, val_ids, device, max_windows=t.eval_batches,
+                                          precision=precision)
             metrics.write({"step": step, "val_loss": val_loss, "val_bpc": val_loss / math.log(2),
                            "time": round(elapsed(), 3)})
         val_loss = group.share(val_loss if group.main else 0.0)

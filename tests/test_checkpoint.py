@@ -46,18 +46,16 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
-                    reason="root may write into read-only folders")
-def test_read_only_folder_gives_a_clear_error(tmp_path):
+def test_unwritable_target_gives_a_clear_error(tmp_path):
     save_checkpoint(_state(1), tmp_path / "last.pt")
     before = (tmp_path / "last.pt").read_bytes()
-    tmp_path.chmod(0o500)
-    try:
-        with pytest.raises(TrainingFailed, match="could not write checkpoint"):
-            save_checkpoint(_state(2), tmp_path / "last.pt")
-    finally:
-        tmp_path.chmod(0o700)
+    (tmp_path / f".last.pt.tmp-{os.getpid()}").mkdir()  # the temporary file cannot be created,
+    with pytest.raises(TrainingFailed, match="could not write checkpoint"):  # even by root
+        save_checkpoint(_state(2), tmp_path / "last.pt")
     assert (tmp_path / "last.pt").read_bytes() == before
+    (tmp_path / "file").write_text("")
+    with pytest.raises(TrainingFailed, match="could not write checkpoint"):  # nor its folder
+        save_checkpoint(_state(2), tmp_path / "file" / "last.pt")
 
 
 def test_run_directory_resolves_to_best_or_last(tmp_path):

@@ -128,7 +128,8 @@ def test_bad_input_gives_one_error_line_exit_2_and_changes_nothing(case, run_cop
         pytest.skip("this machine has CUDA")
     args = build(tmp_path, run_copy)
     if args[0] == "train":
-        args += ["--out", str(run_copy)]  # point at a run that must survive untouched
+        # point at a run that must survive untouched, even when told to start over there
+        args += ["--out", str(run_copy), "--force"]
     before = snapshot(run_copy)
     proc = run_cli(*args)
     lines = proc.stderr.splitlines()

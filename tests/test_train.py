@@ -276,3 +276,76 @@ def test_resume_vocab_error_names_the_characters(tmp_path, run_copy):
     text.write_text((ROOT / "data" / "foodchain.txt").read_text().replace("sharks", "sharks§"))
     proc = run_cli("train", "--resume", str(run_copy), "--data", str(text), "--max-steps", "310")
     assert proc.returncode == 2 and "'§'" in proc.stderr, proc.stderr
+
+
+RACER = r"""
+import os, sys, time
+import charrnn.rundir as rundir
+from charrnn.errors import RunDirError
+
+real = rundir.fcntl
+
+class SlowFlock:  # widens the gap between opening the lock file and locking it
+    LOCK_EX, LOCK_NB, LOCK_UN = real.LOCK_EX, real.LOCK_NB, real.LOCK_UN
+
+    @staticmethod
+    def flock(fd, op):
+        time.sleep(0.03)
+        return real.flock(fd, op)
+
+rundir.fcntl = SlowFlock
+run, marker, wins, clashes = sys.argv[1], os.path.join(sys.argv[1], "inside"), 0, 0
+end = time.monotonic() + 2.0
+while time.monotonic() < end:
+    try:
+        lock = rundir.RunLock(run).acquire()
+    except RunDirError:
+        continue
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        clashes += 1
+    else:
+        wins += 1
+        time.sleep(0.05)
+        os.close(fd)
+        os.unlink(marker)
+    lock.release()
+print(wins, clashes)
+"""
+
+
+def test_three_processes_racing_for_one_run_directory(tmp_path):
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path)], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [tuple(map(int, p.communicate(timeout=60)[0].split())) for p in procs]
+    assert sum(clashes for _, clashes in results) == 0, results  # never two holders at once
+    assert sum(wins for wins, _ in results) > 3, results
+
+
+def test_lock_and_existing_run_are_checked_before_anything_is_read(tmp_path, run_copy):
+    cfg = load_config(TINY, ["data.path=missing.txt"])
+    with pytest.raises(RunDirError, match="already holds a run"):  # not "data path not found"
+        train(cfg, run_dir=str(run_copy))
+    (run_copy / "last.pt").write_bytes(b"not a checkpoint")
+    lock = RunLock(run_copy).acquire()
+    try:
+        with pytest.raises(RunDirError, match="is in use"):  # not "not a readable checkpoint"
+            train(cfg, resume=str(run_copy))
+    finally:
+        lock.release()
+
+
+def test_validation_loss_is_the_same_in_training_and_in_eval(tmp_path):
+    text = (ROOT / "data" / "tinyshakespeare.txt").read_text()[:60_000]
+    (tmp_path / "shk.txt").write_text(text)
+    out = tmp_path / "run"
+    proc = run_cli("train", str(TINY), "--data", str(tmp_path / "shk.txt"), "--out", str(out),
+                   "--max-steps", "20", "--threads", "1", "-q", "--set", "data.val_fraction=0.5",
+                   "--set", "train.batch_size=4", "--set", "train.eval_every=20")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(run_cli("info", str(out), "--json").stdout)
+    proc = run_cli("eval", "-c", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["loss"] == pytest.approx(info["best_val_loss"], rel=1e-6)
+
