@@ -12,6 +12,7 @@ import typer
 
 from charrnn.cli_common import (CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, decode_escapes,
                                 load_model, make_reporter)
+from charrnn.config import INT64_MAX, SEED_MAX
 from charrnn.errors import DataError, SamplingError
 
 
@@ -68,14 +69,14 @@ def sample_cmd(
         None, "--prime-file", metavar="FILE|-",
         help="Read primes from a file or stdin, one per line; each line is continued on its own "
              "(one batch). Blank lines are skipped (their count goes to stderr)."),
-    length: Optional[int] = typer.Option(None, "--length", "-n",
+    length: Optional[int] = typer.Option(None, "--length", "-n", max=INT64_MAX,
                                          help="Characters to generate after the prime "
                                               "(default: the checkpoint config's "
                                               "sample.length)."),
     temperature: Optional[float] = typer.Option(
         None, "--temperature", "-t", help="Softmax temperature, above 0: lower is safer, higher "
                                           "is wilder (default: the config's, else 0.8)."),
-    top_k: Optional[int] = typer.Option(None, "--top-k",
+    top_k: Optional[int] = typer.Option(None, "--top-k", max=INT64_MAX,
                                         help="Sample only from the K likeliest characters."),
     top_p: Optional[float] = typer.Option(
         None, "--top-p", help="Sample from the smallest set of characters whose probability "
@@ -87,17 +88,17 @@ def sample_cmd(
         help="End a sample at the first occurrence of TEXT in the generated text, TEXT "
              "included (repeatable; escapes such as \\n work). --length still caps it."),
     beam: Optional[int] = typer.Option(
-        None, "--beam", metavar="N",
+        None, "--beam", metavar="N", max=INT64_MAX,
         help="Beam search with N beams: the likeliest continuation by the sum of "
              "log-probabilities (deterministic; needs a prime)."),
     length_penalty: float = typer.Option(
-        0.0, "--length-penalty", metavar="ALPHA",
+        0.0, "--length-penalty", metavar="ALPHA", min=0.0,
         help="With --beam and --stop: rank finished beams by score / length**ALPHA (0: the "
              "plain sum; above 0 favours longer texts)."),
-    num_samples: int = typer.Option(1, "--num-samples", "-N", min=1,
+    num_samples: int = typer.Option(1, "--num-samples", "-N", min=1, max=INT64_MAX,
                                     help="Samples per prime, generated as one batch (with "
                                          "--beam: the K best beams, K <= N)."),
-    seed: Optional[int] = typer.Option(None, "--seed",
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, max=SEED_MAX,
                                        help="Random seed: the same seed gives the same sample."),
     interactive: bool = typer.Option(
         False, "--interactive", "-i",

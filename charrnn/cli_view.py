@@ -18,6 +18,7 @@ import typer
 
 from charrnn.cli_common import CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, load_model, \
     make_reporter
+from charrnn.config import INT64_MAX
 
 
 class XAxis(str, Enum):
@@ -138,7 +139,7 @@ def show_cmd(
                                             "likeliest characters, and every unit's activity."),
     as_json: bool = typer.Option(False, "--json", help="Print per-character records (char, "
                                                         "logprob in nats, top) as JSON."),
-    top: int = typer.Option(0, "--top", min=0, metavar="K",
+    top: int = typer.Option(0, "--top", min=0, max=INT64_MAX, metavar="K",
                             help="Under the text, list the ten most surprising characters, each "
                                  "with the K the model expected there (--json: K choices per "
                                  "record, default 5)."),

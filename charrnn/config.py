@@ -27,6 +27,7 @@ from charrnn.textsource import has_glob
 
 
 INT64_MAX = 2**63 - 1
+SEED_MAX = 2**64 - 1  # torch.manual_seed takes up to this
 
 
 def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -87,7 +88,7 @@ class TrainConfig:
     precision: str = _opt("auto", "auto (fp32; on CUDA with TF32), fp32, fp16 or bf16 (CUDA only)",
                           choices=("auto", "fp32", "fp16", "bf16"))
     threads: Optional[int] = _opt(None, "CPU threads (null: the cores this process may use)", min=1)
-    seed: int = _opt(1337, "seed for weights, dropout and sampling", min=0, max=2**64 - 1)
+    seed: int = _opt(1337, "seed for weights, dropout and sampling", min=0, max=SEED_MAX)
     sample_every: Optional[int] = _opt(None, "a short sample every N steps (null: every "
                                              "eval_every; 0: none)", min=0)
 

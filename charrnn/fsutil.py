@@ -12,6 +12,7 @@ file is removed, so nothing is left behind and the old file is intact.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 from typing import IO, Iterator
@@ -47,6 +48,8 @@ def atomic_write(path: str | Path, mode: str = "wb", *, encoding: str | None = N
     makes the write all-or-nothing for readers.
     """
     path = Path(path)
+    if not path.name or path.is_dir():  # `--out ''` or a folder: no file can take its place
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
     if "b" not in mode and encoding is None:
         encoding = "utf-8"
     tmp = temp_path(path)

@@ -7,6 +7,7 @@ so a caller can stream them. `length` always counts the characters generated aft
 
 from __future__ import annotations
 
+import math
 from typing import Iterator, Sequence
 
 import torch
@@ -26,9 +27,9 @@ def check_options(length: int, temperature: float, top_k: int | None, top_p: flo
     """Raise a SamplingError for options that cannot be used, saying what to use instead."""
     if length < 0:
         raise SamplingError(f"--length must be 0 or more, got {length}")
-    if not greedy and not temperature > 0:
-        raise SamplingError(f"--temperature must be above 0, got {temperature} (for the single "
-                            f"likeliest character at each step, use --greedy)")
+    if not greedy and not 0 < temperature < math.inf:
+        raise SamplingError(f"--temperature must be above 0 and finite, got {temperature} "
+                            f"(for the single likeliest character at each step, use --greedy)")
     if top_k is not None and top_k < 1:
         raise SamplingError(f"--top-k must be 1 or more, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:

@@ -347,3 +347,113 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path):
     assert again.returncode == 0, again.stderr
     assert f"from step {step} to {step + 10}" in again.stderr
 
+
+
+# ----------------------------------------------------------------------------- every option
+
+# Values that no number option may take: each must be refused with exit 2.
+BAD_NUMBERS = ["", "abc", "1.5x", "inf", "-inf", "nan", "1e999", "9" * 30, "-" + "9" * 30, "-1"]
+# Odd text: accepted where it means something, else refused; never a crash. Options whose help
+# promises backslash escapes must refuse the broken ones.
+ODD_TEXTS = ["", "\\x", "\\", "\\u12", "9" * 30, "-1", "nan", "a\nb"]
+BROKEN_ESCAPES = {"\\x", "\\", "\\u12"}
+SET_VALUES = ["train.max_steps=" + "9" * 30, "train.lr=nan", "train.lr=.inf", "train.seed=-1",
+              "model.hidden_size=-1", "sample.length=1e999", "train.batch_size=", "=", "a.b.c=1"]
+
+
+def _commands(command, path=()):
+    """(path, click command) of every leaf command under `command`."""
+    subs = getattr(command, "commands", None)
+    if not subs:
+        yield list(path), command
+        return
+    for name, sub in subs.items():
+        yield from _commands(sub, (*path, name))
+
+
+def _base(path, run, tmp, case):
+    """Arguments that make each command do real, quick work, by parameter name."""
+    out = str(tmp / f"out{case}")
+    return {
+        "train": {"config": str(TINY), "data": str(FOODCHAIN), "out": out, "max_steps": "1",
+                  "threads": "1", "seed": "1"},
+        "sample": {"checkpoint": str(run), "length": "3", "seed": "1"},
+        "eval": {"text_file": str(FOODCHAIN), "checkpoint": str(run)},
+        "info": {"path": str(run)},
+        "plot": {"runs": str(run)},
+        "show": {"checkpoint": str(run), "text": "sharks", "json": None},
+        "data get": {"name": "tinyshakespeare", "to": out},
+        "data list": {"to": out},
+        "export": {"run": str(run), "out": out + ".pt"},
+    }.get(" ".join(path), {})
+
+
+def _argv(path, command, values):
+    argv = list(path)
+    for param in command.params:
+        if param.name not in values:
+            continue
+        value = values[param.name]
+        if param.param_type_name == "argument":
+            argv.append(value)
+        elif value is None:
+            argv.append(param.opts[0])  # a flag
+        else:
+            argv += [param.opts[0], value]
+    return argv
+
+
+def _kind(param) -> type:
+    descriptor = getattr(param, "type_descriptor", None)
+    annotation = getattr(descriptor, "annotation", None)
+    return annotation if annotation in (int, float) else str
+
+
+@pytest.mark.slow
+def test_every_option_of_every_command_refuses_bad_values_in_one_line(tiny_run, tmp_path, cli,
+                                                                      monkeypatch):
+    import typer
+    from charrnn.cli import app
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CHARRNN_CHECKPOINT", raising=False)
+    monkeypatch.setenv("CHARRNN_DATA_DIR", str(tmp_path / "corpora"))
+    monkeypatch.setenv("CHARRNN_URL_TINYSHAKESPEARE", (ROOT / "data" / "tinyshakespeare.txt").as_uri())
+    threads = torch.get_num_threads()
+    failures, cases = [], 0
+
+    def too_long(signum, frame):
+        raise TimeoutError("still running after 60 s")
+
+    previous = signal.signal(signal.SIGALRM, too_long)
+    try:
+        for path, command in _commands(typer.main.get_command(app)):
+            for param in command.params:
+                if getattr(param, "is_flag", False) or param.name == "help":
+                    continue
+                number = _kind(param) in (int, float)
+                values = BAD_NUMBERS if number else ODD_TEXTS
+                if "--set" in param.opts:
+                    values = [*values, *SET_VALUES]
+                escapes = "escape" in (getattr(param, "help", "") or "")
+                for value in values:
+                    cases += 1
+                    args = {**_base(path, tiny_run, tmp_path, cases), param.name: value}
+                    argv = _argv(path, command, args)
+                    signal.alarm(60)  # a value taken as "run forever" fails, not hangs
+                    try:
+                        code, _, err = cli(*argv, stdin=b"")
+                    finally:
+                        signal.alarm(0)
+                    errors = [line for line in err.splitlines() if line.startswith("error:")]
+                    # a float of 1e30 is a legal, if extreme, value; an integer that large is not
+                    must_refuse = (number and not (_kind(param) is float and value == "9" * 30)
+                                   ) or (escapes and value in BROKEN_ESCAPES)
+                    if (code not in (0, 2) or "Traceback" in err or "internal error" in err
+                            or (code == 2 and len(errors) != 1)
+                            or (must_refuse and code != 2)):
+                        failures.append(f"{argv!r}: exit {code}: {err.strip()[-300:]}")
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+        torch.set_num_threads(threads)
+    assert cases > 200
+    assert not failures, f"{len(failures)} of {cases}:\n" + "\n".join(failures)
