@@ -169,6 +169,14 @@ def train_cmd(
             signal.signal(s, handler)
     best = (f"; best val loss {result.best_val_loss:.4f}"
             if result.best_val_loss is not None else "")
+    if result.finished_before:  # nothing to do, which is not an error: a rerun job ends here
+        budget = ("its time budget (--max-minutes)" if result.stopped_by == "max_minutes"
+                  else "its budget (--max-steps)")
+        reporter.info(f"{result.run_dir} is already finished at step {result.step}{best}; "
+                      f"nothing was trained. To train it further, raise {budget}, e.g. "
+                      f"charrnn train --resume {result.run_dir} --max-steps "
+                      f"{max(2 * result.step, 1)}")
+        return
     if result.stopped_by == "interrupt":
         reporter.info(f"interrupted at step {result.step}: saved {result.run_dir / 'last.pt'}; "
                       f"continue with: charrnn train --resume {result.run_dir}")
@@ -307,6 +315,7 @@ def info_cmd(
         "best_val_loss": state.get("best_val_loss"), "val_loss": state.get("val_loss"),
         "train_loss": state.get("train_loss"), "format_version": state["format_version"],
         "charrnn_version": state.get("charrnn_version"), "config": state["config"],
+        "stopped_by": state.get("stopped_by"),
         "kind": state.get("kind", "checkpoint"),
     }
     if as_json:
@@ -322,7 +331,20 @@ def info_cmd(
         f"vocab        {info['vocab_size']} characters\n"
         f"step         {info['step']} of {info['max_steps']}\n"
         f"val loss     {fmt(info['val_loss'])} (best {fmt(info['best_val_loss'])}) nats/char\n"
-        f"train loss   {fmt(info['train_loss'])} nats/char\n")
+        f"train loss   {fmt(info['train_loss'])} nats/char\n"
+        + ("" if info["kind"] == "export" else f"stopped      {_stop_reason(state)}\n"))
+
+
+def _stop_reason(state: dict) -> str:
+    """Why training stopped, as the checkpoint records it (a save during training has none)."""
+    why = state.get("stopped_by")
+    if why == "max_steps":
+        return f"at max_steps (step {state['step']})"
+    if why == "max_minutes":
+        return f"by the time budget (max_minutes {state['config']['train']['max_minutes']:g})"
+    if why == "interrupt":
+        return "by an interrupt (Ctrl-C or a signal): resume to continue"
+    return "- (saved while training: still running, or killed)"
 
 
 app.command("plot")(plot_cmd)

@@ -20,6 +20,7 @@ class Reporter:
         self.interactive = self.console.is_terminal and not quiet
         self._progress = None
         self._task = None
+        self._start: dict = {}
 
     def info(self, message: str) -> None:
         if self.quiet:
@@ -42,10 +43,11 @@ class Reporter:
         getattr(self, f"_on_{kind}", lambda info: None)(info)
 
     def _on_start(self, info: dict) -> None:
+        self._start = info  # the time budget's progress is measured from here
         verb = "resuming" if info["resumed_from"] else "training"
         self.info(f"{verb} {info['model']} ({info['parameters']:,} parameters, vocab "
                   f"{info['vocab_size']}) on {info['device']} ({info['threads']} threads) "
-                  f"from step {info['start_step']} to {info['max_steps']}; "
+                  f"from step {info['start_step']} to {info['max_steps']}{self._budget(info)}; "
                   f"{info['train_chars']:,} train / {info['val_chars']:,} val characters"
                   f"{' (cached)' if info['cached'] else ''}; run directory {info['run_dir']}")
         for change in info["changes"]:
@@ -61,11 +63,31 @@ class Reporter:
                                                  completed=info["start_step"], status="")
             self._progress.start()
 
+    @staticmethod
+    def _budget(info: dict) -> str:
+        if not info.get("max_minutes"):
+            return ""
+        spent = f", {info['elapsed'] / 60:.3g} spent" if info.get("elapsed") else ""
+        return f" or for {info['max_minutes']:g} minutes{spent}, whichever comes first"
+
+    def _end_step(self, info: dict) -> int:
+        """The last step: max_steps, or the step at which the time budget should run out."""
+        start = self._start
+        if not start.get("max_minutes"):
+            return info["max_steps"]
+        done, took = info["step"] - start["start_step"], info["time"] - start["elapsed"]
+        left = start["max_minutes"] * 60 - info["time"]
+        if done <= 0 or took <= 0:
+            return info["max_steps"]
+        return min(info["max_steps"], info["step"] + max(0, round(left * done / took)))
+
     def _on_step(self, info: dict) -> None:
-        line = (f"step {info['step']}/{info['max_steps']}  loss {info['train_loss']:.4f}  "
+        end = self._end_step(info)
+        shown = f"~{end:,}" if end < info["max_steps"] else f"{info['max_steps']}"
+        line = (f"step {info['step']}/{shown}  loss {info['train_loss']:.4f}  "
                 f"lr {info['lr']:.2e}  {info['chars_per_sec']:,.0f} chars/s")
         if self._progress is not None:
-            self._progress.update(self._task, completed=info["step"],
+            self._progress.update(self._task, completed=info["step"], total=end,
                                   status=f"loss {info['train_loss']:.4f}")
         else:
             self.info(line)

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from charrnn.config import Config
-from charrnn.errors import RunDirError
+from charrnn.checkpoint import load_checkpoint
+from charrnn.errors import CharRNNError, RunDirError
 from charrnn.vocab import Vocab, describe_chars
 
 # Settings a resumed run may change; any other difference is refused (it cannot apply).
@@ -45,6 +46,35 @@ def check_resume_compatible(old: dict, new: Config) -> list[str]:
                           f"{before.get(k)!r}, and it cannot change mid-run (start a new run "
                           f"with another --out instead)")
     return [f"{k}: {before.get(k)!r} -> {after[k]!r}" for k in changed]
+
+
+def check_not_behind(state: dict, out: Path) -> None:
+    """Refuse to resume, in its own folder, from a checkpoint older than the folder's last.pt:
+    that would overwrite the later last.pt and cut metrics.jsonl back."""
+    last = Path(out) / "last.pt"
+    if Path(state["path"]).resolve() == last.resolve() or not last.is_file():
+        return
+    try:
+        reached = load_checkpoint(last)["step"]
+    except CharRNNError:
+        return
+    if reached > state["step"]:
+        raise RunDirError(f"{state['path']} is at step {state['step']:,}, but {last} is at step "
+                          f"{reached:,}: resuming from it here would overwrite that last.pt and "
+                          f"cut metrics.jsonl back. Continue the run with --resume {out}, branch "
+                          f"into a new folder with --out NEW_DIR, or go back here with --force")
+
+
+def check_budget(state: dict, cfg: Config) -> bool:
+    """Whether the run's budget is already spent (nothing to do); a max_steps below the step
+    reached is an error. `max_minutes` counts the training time of every session of the run."""
+    t, step = cfg.train, state["step"]
+    if t.max_steps < step:
+        raise RunDirError(f"cannot resume {state['path']} with max_steps {t.max_steps:,} "
+                          f"(--max-steps): the run has already reached step {step:,}; give a "
+                          f"larger budget to continue it")
+    spent = t.max_minutes is not None and state.get("elapsed_seconds", 0.0) >= t.max_minutes * 60
+    return step == t.max_steps or spent
 
 
 def check_vocab(saved: list[str], vocab: Vocab, source: str) -> None:

@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 
 from charrnn.errors import RunDirError
 from charrnn.fsutil import write_text_atomic
@@ -103,6 +105,41 @@ def make_run_dir(run_dir: Path) -> None:
                           f"{exc.strerror or exc}") from None
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise RunDirError(f"cannot write into the run directory {run_dir}: permission denied")
+
+
+def same_dir(a: Path, b: Path) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def check_out_dir(out: Path, data_path: str | None) -> None:
+    """Refuse a run directory that is the current folder, or the folder of the training text
+    (whose next read would take the checkpoints for text)."""
+    if same_dir(out, Path.cwd()):
+        raise RunDirError(f"--out {str(out)!r} is the current folder: give the run a folder of "
+                          f"its own, e.g. --out runs/NAME")
+    if not data_path or data_path == "-":
+        return
+    data = Path(data_path).resolve()
+    folder = data if data.is_dir() else data.parent
+    target = Path(out).resolve()
+    if target == folder or (data.is_dir() and folder in target.parents):
+        raise RunDirError(f"--out {out} is the folder of the training text {data_path}: give "
+                          f"the run a folder of its own, e.g. --out runs/NAME")
+
+
+@contextlib.contextmanager
+def run_dir_made(run_dir: Path) -> Iterator[None]:
+    """`make_run_dir`, undone when what follows fails before writing into it: a refused run
+    leaves no folder behind (one it did not create, or that holds files, is kept)."""
+    created = not Path(run_dir).exists()
+    make_run_dir(run_dir)
+    try:
+        yield
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                Path(run_dir).rmdir()
+        raise
 
 
 def existing_checkpoints(run_dir: Path) -> list[str]:

@@ -34,11 +34,14 @@ from charrnn.errors import RunDirError, TrainingFailed
 from charrnn.evaluate import validation_loss
 from charrnn.models import build_model, check_model_type, count_parameters, detach_hidden
 from charrnn.preview import Previewer
-from charrnn.resume import check_resume_compatible, check_same_text, check_vocab, text_fingerprint
-from charrnn.rundir import MetricsLog, RunLock, check_new_run, clear_run, make_run_dir
+from charrnn.resume import (check_budget, check_not_behind, check_resume_compatible,
+                            check_same_text, check_vocab, text_fingerprint)
+from charrnn.rundir import (MetricsLog, RunLock, check_new_run, check_out_dir, clear_run,
+                            run_dir_made, same_dir)
 from charrnn.schedule import Plan, describe, lr_at, replan
 
 EventFn = Callable[[str, dict], None]
+
 
 @dataclass
 class TrainResult:
@@ -49,6 +52,7 @@ class TrainResult:
     best_val_loss: Optional[float]
     stopped_by: str  # "max_steps", "max_minutes" or "interrupt"
     elapsed_seconds: float
+    finished_before: bool = False  # a resumed run whose budget was already spent: nothing done
 
 
 def config_from_checkpoint(path: str, overrides: list[str] = ()) -> Config:
@@ -109,17 +113,27 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
     cfg = replace(cfg, train=replace(cfg.train, out_dir=str(out)))
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out} is a file, not a directory")
+    # a new run, or a branch of a resumed one into a folder of its own
+    new_dir = checkpoint is None or not same_dir(out, checkpoint.parent)
     if group.main:  # rank 0 alone checks, creates, locks and writes the run directory
-        if checkpoint is None:  # refused at once, before a large corpus is read
+        if new_dir:  # refused at once, before a large corpus is read
+            check_out_dir(out, cfg.data.path)
             check_new_run(out, force)
-        make_run_dir(out)
-    with RunLock(out) if group.main else nullcontext():  # before anything of the run is read
+    with run_dir_made(out) if group.main else nullcontext(), \
+            RunLock(out) if group.main else nullcontext():  # before anything of the run is read
         state, changes, notes, start = None, [], [], None
-        if group.main and checkpoint is None:
+        if group.main and new_dir:
             check_new_run(out, force)
         if checkpoint is not None:
             state = require_resumable(load_checkpoint(checkpoint))
             changes = check_resume_compatible(state["config"], cfg)
+            if not new_dir and not force:
+                check_not_behind(state, out)
+            if check_budget(state, cfg):
+                return TrainResult(out, state["step"], state.get("train_loss"),
+                                   state.get("val_loss"), state.get("best_val_loss"),
+                                   state.get("stopped_by") or "max_steps",
+                                   state.get("elapsed_seconds", 0.0), finished_before=True)
         device = group.device
         precision = resolve_precision(cfg.train.precision, device)
         threads = set_threads(group.cpu_threads(cfg.train.threads))
@@ -142,7 +156,7 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
                 state["hidden"] = None
                 notes.append(warning)
         if group.main:
-            if state is None and force:
+            if new_dir and force:
                 clear_run(out)
             save_config(cfg, out / "config.yaml")
         return _run(cfg, out, corpus, batcher, data, state, group, precision, threads, emit,
@@ -194,7 +208,8 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
                    "vocab_size": len(corpus.vocab), "train_chars": len(corpus.train),
                    "val_chars": len(corpus.val), "start_step": step, "max_steps": t.max_steps,
                    "resumed_from": state["path"] if state else None, "changes": changes,
-                   "cached": corpus.cached})
+                   "cached": corpus.cached, "max_minutes": t.max_minutes,
+                   "elapsed": elapsed_before})
     for note in notes:
         emit("note", {"message": note})
     if plan_note:
@@ -207,7 +222,7 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
     run_started = state.get("run_started") if state is not None else time.time()
     elapsed = lambda: elapsed_before + time.monotonic() - started  # noqa: E731
     window_start, window_step0 = time.monotonic(), step
-    train_loss, stopped_by = None, "max_steps"
+    train_loss, stopped_by, stop_reason = None, "max_steps", None
     last_saved = step if state is not None else -1
 
     def checkpoint(path_names: tuple[str, ...]) -> None:
@@ -230,7 +245,7 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
                    "val_loss": val_loss, "train_loss": train_loss, "elapsed_seconds": elapsed(),
                    "train_window": {"loss": window_loss, "steps": window_steps},
                    "skipped_steps": bad_steps, "schedule": plan.to_dict() if plan else None,
-                   "run_started": run_started,
+                   "run_started": run_started, "stopped_by": stop_reason,
                    "rng": rank_rng[0], "rank_rng": rank_rng, "world_size": group.world,
                    "scaler": scaler.state_dict()}
         for name in sorted(path_names):  # "best.pt" < "last.pt"
@@ -299,6 +314,8 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
                 emit("note", {"message": f"step {step}: non-finite loss, step skipped "
                                          f"({bad_steps} of {t.skip_nonfinite} allowed)"})
                 hidden = None
+            if step == t.max_steps:  # the saves of this last step say why the run ends
+                stop_reason = "max_steps"
 
             if (step % t.log_every == 0 or step == t.max_steps) and window_steps:
                 now = time.monotonic()
@@ -320,6 +337,7 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
                 last_saved = step
             if group.main and previewer.due(step):
                 emit("sample", previewer(model, step))
+        stop_reason = stopped_by
         if step != last_saved:
             if window_steps:
                 train_loss = window_loss / window_steps
@@ -327,6 +345,8 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
                 evaluate()
             else:
                 save()
+        elif stopped_by != "max_steps":
+            checkpoint(("last.pt",))  # the state is saved already: this records why it stopped
     finally:
         if group.main:
             metrics.close()

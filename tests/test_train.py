@@ -349,3 +349,84 @@ def test_validation_loss_is_the_same_in_training_and_in_eval(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["loss"] == pytest.approx(info["best_val_loss"], rel=1e-6)
 
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    """`charrnn ARGV` in this process: exit code, stdout, stderr."""
+    from charrnn.cli import main
+    with pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def small_run(tmp_path: Path) -> Path:
+    """A finished 40-step run (evaluated at steps 20 and 40) trained in this process."""
+    train(small_config(tmp_path, max_steps=40), run_dir=str(tmp_path / "small"))
+    return tmp_path / "small"
+
+
+def test_resume_from_an_earlier_best_needs_a_new_out_or_force(tmp_path, capsys):
+    from charrnn.checkpoint import save_checkpoint
+    run = small_run(tmp_path)
+    best = load_checkpoint(run / "best.pt")
+    best["step"] = 20  # best.pt from before the run's last steps
+    save_checkpoint({k: v for k, v in best.items() if k != "path"}, run / "best.pt")
+    before = {n: (run / n).read_bytes() for n in ("last.pt", "metrics.jsonl")}
+    code, _, err = cli(capsys, "train", "--resume", str(run / "best.pt"), "--max-steps", "50")
+    assert code == 2 and "step 40" in err and "--out" in err and "--force" in err, err
+    assert {n: (run / n).read_bytes() for n in before} == before
+    branch = tmp_path / "branch"
+    code, _, err = cli(capsys, "train", "--resume", str(run / "best.pt"), "--max-steps", "30",
+                       "--out", str(branch), "-q")
+    assert code == 0, err
+    assert load_checkpoint(branch / "last.pt")["step"] == 30
+    assert {n: (run / n).read_bytes() for n in before} == before
+
+
+def test_out_is_not_the_current_folder_nor_the_data_folder(tmp_path, monkeypatch, capsys):
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "food.txt").write_text((ROOT / "data" / "foodchain.txt").read_text())
+    monkeypatch.chdir(tmp_path)
+    for out in ("", ".", "texts", str(tmp_path / "texts")):
+        code, _, err = cli(capsys, "train", str(TINY), "--data", "texts/food.txt", "--out", out)
+        assert code == 2 and err.startswith("error: ") and "--out" in err, (out, err)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["food.txt", "texts"]
+
+
+def test_resume_below_the_step_reached_or_of_a_finished_run(tmp_path, capsys):
+    run = small_run(tmp_path)
+    before = {n: (run / n).read_bytes() for n in ("last.pt", "metrics.jsonl")}
+    code, _, err = cli(capsys, "train", "--resume", str(run), "--max-steps", "10")
+    assert code == 2 and "--max-steps" in err and "10" in err and "40" in err, err
+    code, _, err = cli(capsys, "train", "--resume", str(run))
+    assert code == 0 and "finished" in err and "--max-steps" in err, err
+    assert {n: (run / n).read_bytes() for n in before} == before
+
+
+def test_info_says_why_a_run_stopped(tmp_path, capsys):
+    code, out, _ = cli(capsys, "info", str(small_run(tmp_path) / "last.pt"))
+    assert code == 0 and "stopped      at max_steps (step 40)" in out, out
+    calls = []
+    train(small_config(tmp_path, max_steps=50), run_dir=str(tmp_path / "i"),
+          should_stop=lambda: calls.append(1) or len(calls) > 30)
+    code, out, _ = cli(capsys, "info", str(tmp_path / "i" / "last.pt"), "--json")
+    assert json.loads(out)["stopped_by"] == "interrupt"
+    cfg = small_config(tmp_path, max_steps=10**6, max_minutes=0.001)
+    train(cfg, run_dir=str(tmp_path / "m"))
+    code, out, _ = cli(capsys, "info", str(tmp_path / "m"))
+    assert "stopped      by the time budget (max_minutes 0.001)" in out, out
+
+
+def test_progress_follows_the_time_budget_when_it_ends_first(capsys):
+    from charrnn.report import Reporter
+    reporter = Reporter()
+    start = {"run_dir": "runs/x", "device": "cpu", "threads": 1, "model": "lstm",
+             "parameters": 1000, "vocab_size": 20, "train_chars": 9000, "val_chars": 1000,
+             "start_step": 0, "max_steps": 100000, "max_minutes": 0.15, "elapsed": 0.0,
+             "resumed_from": None, "changes": [], "cached": False}
+    reporter.training_event("start", start)
+    reporter.training_event("step", {"step": 1100, "max_steps": 100000, "train_loss": 2.0,
+                                     "lr": 1e-3, "chars_per_sec": 1e5, "time": 3.0})
+    err = capsys.readouterr().err
+    assert "to 100000 or for 0.15 minutes, whichever comes first" in err, err
+    assert "step 1100/~3,300 " in err, err  # 1,100 steps in 3 s, 6 s of the budget left
