@@ -7,7 +7,10 @@ A checkpoint is a dict of plain Python values and tensors, so it loads with
     model, optimizer (state dicts), step, data_position, hidden (the carried state of every
     stream, fp32), best_val_loss, val_loss, train_loss, elapsed_seconds, rng (torch / cuda
     generator states of rank 0), rank_rng (those of every rank), world_size, scaler (fp16 loss
-    scale), run_started (wall-clock time the run began; kept on resume)
+    scale), run_started (wall-clock time the run began; kept on resume), data (length and
+    sha256 of the training text, and the window layout), train_window (the partial train-loss
+    average), skipped_steps, schedule (a re-planned cosine, or None), stopped_by (why the run
+    ended: max_steps, max_minutes or interrupt; None for a save during training)
 
 Writes go to a temporary file in the same folder, are flushed and fsynced, then renamed over
 the old file, so a crash at any moment leaves either the old or the new checkpoint, never a
