@@ -89,7 +89,7 @@ def get_cmd(
                                help="Download again even if a valid copy is already there."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
-    """Download a known corpus, verify its size (and sha256 where known) and unpack it.
+    """Download a known corpus, verify its size and sha256 and unpack it.
 
     Does nothing if a valid copy is already there. Set CHARRNN_URL_<NAME> to use a mirror.
 

@@ -137,6 +137,8 @@ def sample_cmd(
         primes = [decode_escapes(prime or "", "--prime")]
     if not math.isfinite(length_penalty):
         raise SamplingError(f"--length-penalty must be a finite number, got {length_penalty}")
+    if length_penalty and beam is None:
+        raise SamplingError("--length-penalty ranks beams: use it with --beam N")
     if beam is not None and not all(primes):
         raise SamplingError("--beam needs a --prime (or --prime-file) to start from")
     loaded = load_model(checkpoint, device)

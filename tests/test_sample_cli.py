@@ -82,6 +82,7 @@ def test_beam_search(tiny_run, cli):
     (["--beam", "2", "--prime", "a", "--seed", "1"], "drop --seed"),
     (["--temperature", "nan"], "--temperature must be above 0"),
     (["--beam", "2", "--prime", "a", "--length-penalty", "inf"], "--length-penalty must be"),
+    (["--length-penalty", "0.5"], "--length-penalty ranks beams: use it with --beam N"),
     (["--interactive", "--json", "-N", "2"], "--interactive is one conversation: drop --json and "
                                              "--num-samples"),
 ])
