@@ -91,16 +91,22 @@ def _rank_pid(parent: int, rank: int) -> int | None:
     return None
 
 
+def start_long_run(base, out):
+    """The base config under torchrun with no real step limit, saving every 5 steps; returns
+    once the first last.pt is written."""
+    proc = torchrun("train", str(base / "cfg.yaml"), "--out", str(out), "--max-steps",
+                    "100000", "--set", "train.save_every=5")
+    while not (out / "last.pt").exists():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    return proc
+
+
 @pytest.mark.slow
 def test_a_dead_rank_ends_the_job_and_the_run_resumes_exactly(runs, tmp_path):
     base, _ = runs
     killed = tmp_path / "killed"
-    # same config, but it would run long: checkpoints every 5 steps until rank 1 is killed
-    proc = torchrun("train", str(base / "cfg.yaml"), "--out", str(killed), "--max-steps",
-                    "100000", "--set", "train.save_every=5")
-    while not (killed / "last.pt").exists():
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.02)
+    proc = start_long_run(base, killed)  # runs until rank 1 is killed
     os.kill(_rank_pid(proc.pid, 1), signal.SIGKILL)
     killed_at = time.monotonic()
     code, _, err = finish(proc)
@@ -127,11 +133,7 @@ def test_a_dead_rank_ends_the_job_and_the_run_resumes_exactly(runs, tmp_path):
 def test_sigterm_stops_every_rank_at_the_same_step_and_rank_0_saves(runs, tmp_path):
     base, _ = runs
     out = tmp_path / "stopped"
-    proc = torchrun("train", str(base / "cfg.yaml"), "--out", str(out), "--max-steps",
-                    "100000", "--set", "train.save_every=5")
-    while not (out / "last.pt").exists():
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.02)
+    proc = start_long_run(base, out)
     proc.send_signal(signal.SIGTERM)  # torchrun passes it on to every rank
     _, _, err = finish(proc)
     lines = [line for line in err.splitlines() if line.startswith("interrupted at step ")]
