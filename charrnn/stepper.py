@@ -1,19 +1,29 @@
 """One recurrent step at a time, as lean as torch allows: the inner loop of sampling.
 
 For one character per step the fused nn.LSTM / nn.GRU / nn.RNN modules spend most of their time
-in per-call set-up (argument checks, flattening weights, building a (1, B, E) sequence). A
-CharRNN in eval mode on the CPU is stepped instead with torch's fused cell ops (`lstm_cell`,
-`gru_cell`, `rnn_tanh_cell`) on the layers' own weights, the hidden state kept per layer and
-the output layer written into a preallocated buffer. The result equals the module's to float
-rounding; any other model, or a CUDA device (where cuDNN's step is already one kernel), goes
-through `model(ids, hidden)`.
+in per-call set-up (argument checks, flattening weights, building a (1, B, E) sequence), and
+torch's cell ops (`lstm_cell`, ...) do two matrix products and allocate each gate. A CharRNN in
+eval mode on the CPU is stepped instead on weights prepared once:
+
+- each layer's input and recurrent weights side by side, so that one product over the row
+  [x, h] gives every gate (LSTM rows reordered i, f, o, g: one sigmoid over three gates; GRU
+  rows r, z, then n's input and recurrent parts apart, as its formula needs);
+- for one sample, that product split by rows into as many blocks as torch has threads and
+  run as one batched product (`baddbmm`), which torch spreads over the threads, where a
+  matrix-vector product runs on one (twice as fast on 2 cores, measured in `make bench`);
+- every state, gate and output kept in buffers made once, updated in place: the hidden states
+  of all layers lie in one row [x, h1, h2, ...], so layer k reads its [input, state] as one
+  slice of it and no copy is made between layers.
+
+The result equals the module's to float rounding; any other model, or a CUDA device (where
+cuDNN's step is already one kernel), goes through `model(ids, hidden)`.
 """
 
 from __future__ import annotations
 
 import torch
 
-_CELLS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
+_CELLS = ("lstm", "gru", "rnn")
 
 
 def zero_state(like):
@@ -31,9 +41,25 @@ def _lean(model, device: torch.device) -> bool:
             and getattr(rnn, "nonlinearity", "tanh") == "tanh")
 
 
+def joint_weights(cell: str, w_ih, w_hh, b_ih, b_hh) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer's (weight (R, in + H), bias (R,)) for a single product over the row [x, h]."""
+    size = w_hh.size(1)
+    if cell == "lstm":  # torch's gate rows i, f, g, o -> i, f, o, g
+        order = torch.cat([torch.arange(0, 2 * size), torch.arange(3 * size, 4 * size),
+                           torch.arange(2 * size, 3 * size)]).to(w_ih.device)
+        return torch.cat([w_ih, w_hh], 1)[order], (b_ih + b_hh)[order]
+    if cell == "gru":  # r, z from x and h together; n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+        two = 2 * size
+        weight = torch.cat([torch.cat([w_ih[:two], w_hh[:two]], 1),
+                            torch.cat([w_ih[two:], w_hh.new_zeros(size, size)], 1),
+                            torch.cat([w_ih.new_zeros(size, w_ih.size(1)), w_hh[two:]], 1)])
+        return weight, torch.cat([b_ih[:two] + b_hh[:two], b_ih[two:], b_hh[two:]])
+    return torch.cat([w_ih, w_hh], 1), b_ih + b_hh
+
+
 class Stepper:
     """`step(ids (B, 1)) -> logits (B, V)`, carrying the hidden state; `.hidden` reads it back
-    in the module's (layers, B, H) form."""
+    in the module's (layers, B, H) form. The logits are a buffer the next step overwrites."""
 
     def __init__(self, model, hidden, fast: bool = True):
         self.model = model
@@ -43,48 +69,80 @@ class Stepper:
             self._hidden = hidden
             return
         rnn = model.rnn
-        self.cell = _CELLS[model.cell]
-        self.layers = [tuple(getattr(rnn, f"{kind}_l{k}") for kind in
-                             ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-                       for k in range(rnn.num_layers)]
+        self.cell, self.size, self.layers = model.cell, rnn.hidden_size, rnn.num_layers
         self.embed = model.embed.weight
-        self.head_w = model.head.weight.t()
-        self.head_b = model.head.bias
-        if isinstance(hidden, tuple):  # LSTM: per layer (h, c)
-            self.state = [(h, c) for h, c in zip(hidden[0].unbind(0), hidden[1].unbind(0))]
-        else:
-            self.state = list(hidden.unbind(0))
-        batch = self.state[0][0].size(0) if isinstance(hidden, tuple) else self.state[0].size(0)
-        self.logits = torch.empty(batch, self.head_b.numel(), dtype=self.head_b.dtype,
-                                  device=device)
+        self.weights = [joint_weights(self.cell, *(getattr(rnn, f"{kind}_l{k}") for kind in
+                                                   ("weight_ih", "weight_hh", "bias_ih", "bias_hh")))
+                        for k in range(self.layers)]
+        self.head_w, self.head_b = model.head.weight.t(), model.head.bias
+        self._load(hidden)
+
+    def _load(self, hidden) -> None:
+        """Make the buffers and views for a batch, holding `hidden`."""
+        lstm = isinstance(hidden, tuple)
+        h = hidden[0] if lstm else hidden
+        batch, width, size = h.size(1), self.embed.size(1), self.size
+        rows = self.weights[0][0].size(0)
+        threads = torch.get_num_threads()
+        blocks = max(d for d in range(1, threads + 1) if rows % d == 0) if batch == 1 else 1
+        self.row = h.new_zeros(batch, width + self.layers * size)  # [x, h1, h2, ...]
+        self.x = self.row[:, :width]
+        self.h = [self.row[:, width + k * size: width + (k + 1) * size]
+                  for k in range(self.layers)]
+        for k in range(self.layers):
+            self.h[k].copy_(h[k])
+        self.c = [t.clone() for t in hidden[1].unbind(0)] if lstm else [None] * self.layers
+        sigmoid_rows = {"lstm": 3, "gru": 2, "rnn": 0}[self.cell] * size
+        self.steps = []  # per layer: (input, weight, bias, out, gates, their sigmoid part)
+        for k, (weight, bias) in enumerate(self.weights):
+            start = 0 if k == 0 else width + (k - 1) * size
+            inputs = weight.size(1)
+            out = h.new_empty(blocks, batch, rows // blocks)
+            gates = out.view(batch, rows)
+            self.steps.append((
+                self.row[:, start:start + inputs].unsqueeze(0).expand(blocks, batch, inputs),
+                weight.view(blocks, rows // blocks, inputs).transpose(1, 2),
+                bias.view(blocks, 1, rows // blocks), out,
+                [gates[:, j * size:(j + 1) * size] for j in range(rows // size)],
+                gates[:, :sigmoid_rows]))
+        self.logits = self.head_b.new_empty(batch, self.head_b.numel())
 
     @property
     def hidden(self):
         if not self.fast:
             return self._hidden
-        if isinstance(self.state[0], tuple):
-            return (torch.stack([h for h, _ in self.state]), torch.stack([c for _, c in self.state]))
-        return torch.stack(self.state)
+        h = torch.stack(self.h)
+        return (h, torch.stack(self.c)) if self.cell == "lstm" else h
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep the samples `index` names, in that order (repeats allowed): beam search."""
-        if not self.fast:
-            h = self._hidden
-            self._hidden = (tuple(t.index_select(1, index) for t in h) if isinstance(h, tuple)
-                            else h.index_select(1, index))
-            return
-        self.state = [tuple(t.index_select(0, index) for t in s) if isinstance(s, tuple)
-                      else s.index_select(0, index) for s in self.state]
-        self.logits = self.logits.new_empty(index.numel(), self.logits.size(1))
+        h = self.hidden
+        h = (tuple(t.index_select(1, index) for t in h) if isinstance(h, tuple)
+             else h.index_select(1, index))
+        if self.fast:
+            self._load(h)
+        else:
+            self._hidden = h
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         if not self.fast:
             logits, self._hidden = self.model(ids, self._hidden)
             return logits[:, -1]
-        x = self.embed.index_select(0, ids.view(-1))
-        cell, state = self.cell, self.state
-        for k, weights in enumerate(self.layers):
-            new = cell(x, state[k], *weights)
-            state[k] = new
-            x = new[0] if isinstance(new, tuple) else new
-        return torch.addmm(self.head_b, x, self.head_w, out=self.logits)
+        if self.x.is_contiguous():
+            torch.index_select(self.embed, 0, ids.view(-1), out=self.x)
+        else:
+            self.x.copy_(self.embed.index_select(0, ids.view(-1)))
+        for h, c, (inputs, weight, bias, out, g, sigmoid) in zip(self.h, self.c, self.steps):
+            torch.baddbmm(bias, inputs, weight, out=out)
+            if self.cell == "lstm":  # g: i, f, o, g
+                sigmoid.sigmoid_()
+                g[3].tanh_()
+                c.mul_(g[1]).addcmul_(g[0], g[3])
+                torch.tanh(c, out=h).mul_(g[2])
+            elif self.cell == "gru":  # g: r, z, n's input part, n's recurrent part
+                sigmoid.sigmoid_()
+                n = g[2].addcmul_(g[0], g[3]).tanh_()
+                h.sub_(n).mul_(g[1]).add_(n)  # (1 - z) * n + z * h
+            else:
+                torch.tanh(g[0], out=h)
+        return torch.addmm(self.head_b, self.h[-1], self.head_w, out=self.logits)

@@ -328,6 +328,7 @@ def test_help_and_version_do_not_import_torch():
 
 # ----------------------------------------------------------------------------- interrupts
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_resume_continues(tmp_path):
     out = tmp_path / "int"
     proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(TINY), "--out",

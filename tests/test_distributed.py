@@ -67,6 +67,7 @@ def runs(tmp_path_factory):
     return base, err
 
 
+@pytest.mark.slow
 def test_two_processes_end_with_the_weights_of_one_and_only_rank_0_reports(runs):
     base, err = runs
     assert max_diff(weights(base / "one"), weights(base / "two")) <= 1e-5

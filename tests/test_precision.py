@@ -58,6 +58,7 @@ def test_compile_key_is_refused_with_the_reason():
         config_from_dict({"train": {"compile": True}})
 
 
+@pytest.mark.slow
 def test_old_checkpoint_with_compile_and_a_half_hidden_state_resumes_and_samples(run_copy):
     # a run saved by an older charrnn on a GPU: compile in its config, an fp16 hidden state
     state = load_checkpoint(run_copy / "last.pt")

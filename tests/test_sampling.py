@@ -48,6 +48,21 @@ def test_top_k_and_top_p_restrict_the_choice():
     assert _pick(logits, 1.0, None, None, True, gen).eq(0).all()
 
 
+def test_draws_follow_the_softmax_of_the_tempered_logits():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -30.0]]).repeat(100_000, 1)
+    gen = torch.Generator().manual_seed(0)
+    for temperature, top_k in ((1.0, None), (0.5, None), (1.0, 3)):
+        drawn = _pick(logits, temperature, top_k, None, False, gen).flatten()
+        counts = torch.bincount(drawn, minlength=5).double()
+        tempered = logits[0] / temperature
+        if top_k:
+            tempered[top_k:] = float("-inf")
+        want = torch.softmax(tempered.double(), -1) * len(drawn)
+        # within 5 standard deviations of a multinomial count, for every character
+        assert ((counts - want).abs() <= 5 * (want * (1 - want / len(drawn))).sqrt() + 1).all(), \
+            (temperature, top_k, counts, want)
+
+
 def test_seeds_greedy_and_batches(model):
     a = text(model, ["ab"], seed=1, temperature=1.0)
     assert a == text(model, ["ab"], seed=1, temperature=1.0)
@@ -112,24 +127,38 @@ def test_stop_texts_end_each_sample_on_its_own(model):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_lean_step_matches_the_module(cell):
+@pytest.mark.parametrize("primes, threads", [(["ab", "h", "ab"], 2), (["ab"], 1), (["ab"], 2),
+                                             (["ab"], 3)])
+def test_lean_step_matches_the_module(cell, primes, threads):
+    """Batches and single samples; one sample's product is split in blocks, one per thread."""
     from charrnn.sampling import warm_up
     from charrnn.stepper import Stepper
 
     torch.manual_seed(1)
-    net = build_model(ModelConfig(type=cell, embedding_dim=8, hidden_size=32, num_layers=2),
+    net = build_model(ModelConfig(type=cell, embedding_dim=8, hidden_size=32, num_layers=3),
                       len(VOCAB)).eval()
-    with torch.inference_mode():
-        hidden, _ = warm_up(net, VOCAB, ["ab", "h", "ab"], CPU)
-        lean, plain = Stepper(net, hidden), Stepper(net, hidden, fast=False)
-        assert lean.fast and not plain.fast
-        ids = torch.randint(len(VOCAB), (3, 40), generator=torch.Generator().manual_seed(0))
-        for k in range(40):
-            a, b = lean(ids[:, k:k + 1]), plain(ids[:, k:k + 1])
-            assert torch.allclose(a, b, atol=1e-5, rtol=0), (k, (a - b).abs().max())
-        for x, y in zip(*(s.hidden if cell == "lstm" else (s.hidden,) for s in (lean, plain))):
-            assert torch.allclose(x, y, atol=1e-5, rtol=0)
-    assert text(net, ["ab", "h"], seed=4, fast=True) == text(net, ["ab", "h"], seed=4, fast=False)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            hidden, _ = warm_up(net, VOCAB, primes, CPU)
+            lean, plain = Stepper(net, hidden), Stepper(net, hidden, fast=False)
+            assert lean.fast and not plain.fast
+            batch = len(primes)
+            ids = torch.randint(len(VOCAB), (batch, 40), generator=torch.Generator().manual_seed(0))
+            for k in range(40):
+                if k == 20 and batch > 1:  # beam search keeps and repeats some samples
+                    order = torch.tensor([2, 0, 0])
+                    lean.reorder(order), plain.reorder(order)
+                a, b = lean(ids[:, k:k + 1]), plain(ids[:, k:k + 1])
+                assert torch.allclose(a, b, atol=1e-5, rtol=0), (k, (a - b).abs().max())
+            for x, y in zip(*(s.hidden if cell == "lstm" else (s.hidden,) for s in (lean, plain))):
+                assert x.shape == y.shape and torch.allclose(x, y, atol=1e-5, rtol=0)
+        assert (text(net, ["ab", "h"], seed=4, fast=True)
+                == text(net, ["ab", "h"], seed=4, fast=False))
+        assert text(net, ["ab"], seed=4, fast=True) == text(net, ["ab"], seed=4, fast=False)
+    finally:
+        torch.set_num_threads(saved)
 
 
 def test_best_beam_never_scores_below_greedy():

