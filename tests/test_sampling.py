@@ -48,13 +48,14 @@ def test_top_k_and_top_p_restrict_the_choice():
     assert _pick(logits, 1.0, None, None, True, gen).eq(0).all()
 
 
-def test_draws_follow_the_softmax_of_the_tempered_logits():
-    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -30.0]]).repeat(100_000, 1)
-    gen = torch.Generator().manual_seed(0)
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_draws_follow_the_softmax_of_the_tempered_logits(device):
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -30.0]], device=device).repeat(100_000, 1)
+    gen = torch.Generator(device=device).manual_seed(0)
     for temperature, top_k in ((1.0, None), (0.5, None), (1.0, 3)):
-        drawn = _pick(logits, temperature, top_k, None, False, gen).flatten()
+        drawn = _pick(logits, temperature, top_k, None, False, gen).flatten().cpu()
         counts = torch.bincount(drawn, minlength=5).double()
-        tempered = logits[0] / temperature
+        tempered = logits[0].cpu() / temperature
         if top_k:
             tempered[top_k:] = float("-inf")
         want = torch.softmax(tempered.double(), -1) * len(drawn)
