@@ -318,6 +318,9 @@ def info_cmd(
         "stopped_by": state.get("stopped_by"),
         "kind": state.get("kind", "checkpoint"),
     }
+    run_end = _run_end(ckpt, state)
+    if run_end is not None:  # a best.pt snapshot of a run that has ended since
+        info["run_stopped_by"], info["run_step"] = run_end["stopped_by"], run_end["step"]
     if as_json:
         sys.stdout.write(json.dumps(info) + "\n")
         return
@@ -332,7 +335,25 @@ def info_cmd(
         f"step         {info['step']} of {info['max_steps']}\n"
         f"val loss     {fmt(info['val_loss'])} (best {fmt(info['best_val_loss'])}) nats/char\n"
         f"train loss   {fmt(info['train_loss'])} nats/char\n"
-        + ("" if info["kind"] == "export" else f"stopped      {_stop_reason(state)}\n"))
+        + ("" if info["kind"] == "export" else
+           f"stopped      {_stop_reason(state)}\n" if run_end is None else
+           f"stopped      - (the best snapshot, from step {info['step']}); the run stopped "
+           f"{_stop_reason(run_end)}, see last.pt\n"))
+
+
+def _run_end(ckpt, state: dict) -> dict | None:
+    """For a best.pt saved mid-run, the state of last.pt beside it if that run has ended."""
+    from charrnn.checkpoint import load_checkpoint
+    from charrnn.errors import CheckpointError
+
+    last = Path(ckpt).with_name("last.pt")
+    if state.get("stopped_by") or Path(ckpt).name != "best.pt" or not last.is_file():
+        return None
+    try:
+        end = load_checkpoint(last)
+    except CheckpointError:
+        return None
+    return end if end.get("stopped_by") else None
 
 
 def _stop_reason(state: dict) -> str:

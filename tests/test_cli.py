@@ -106,6 +106,24 @@ def test_info_describes_the_model(tiny_run):
     assert "parameters" in text and "lstm" in text
 
 
+def test_info_on_a_best_snapshot_tells_how_the_run_ended(tiny_run, tmp_path):
+    """best.pt saved mid-run records no stop; info then reads last.pt beside it."""
+    best = torch.load(tiny_run / "best.pt", weights_only=True)
+    last = torch.load(tiny_run / "last.pt", weights_only=True)
+    best.pop("stopped_by", None)
+    best["step"] = 100
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(best, run / "best.pt")
+    torch.save({**last, "stopped_by": "max_steps", "step": 300}, run / "last.pt")
+    text = run_cli("info", str(run / "best.pt")).stdout
+    assert "the best snapshot, from step 100" in text and "at max_steps (step 300)" in text, text
+    info = json.loads(run_cli("info", str(run / "best.pt"), "--json").stdout)
+    assert info["stopped_by"] is None and info["run_stopped_by"] == "max_steps"
+    torch.save({**last, "stopped_by": None}, run / "last.pt")  # still running, or killed
+    assert "still running, or killed" in run_cli("info", str(run / "best.pt")).stdout
+
+
 def test_resume_continues_a_saved_run(tiny_run, tmp_path):
     out = tmp_path / "short"
     assert run_cli("train", str(TINY), "--out", str(out), "--max-steps", "40", "-q").returncode == 0
