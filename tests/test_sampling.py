@@ -130,10 +130,13 @@ def test_stop_texts_end_each_sample_on_its_own(model):
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("primes, threads", [(["ab", "h", "ab"], 2), (["ab"], 1), (["ab"], 2),
                                              (["ab"], 3)])
-def test_lean_step_matches_the_module(cell, primes, threads):
+def test_lean_step_matches_the_module(cell, primes, threads, monkeypatch):
     """Batches and single samples; one sample's product is split in blocks, one per thread."""
+    from charrnn import stepper
     from charrnn.sampling import warm_up
     from charrnn.stepper import Stepper
+
+    monkeypatch.setattr(stepper, "MIN_BLOCK_ROWS", 1)  # split even this small model's products
 
     torch.manual_seed(1)
     net = build_model(ModelConfig(type=cell, embedding_dim=8, hidden_size=32, num_layers=3),
@@ -146,6 +149,7 @@ def test_lean_step_matches_the_module(cell, primes, threads):
             lean, plain = Stepper(net, hidden), Stepper(net, hidden, fast=False)
             assert lean.fast and not plain.fast
             batch = len(primes)
+            assert lean.steps[0][1].size(0) == (min(threads, 2) if batch == 1 else 1)  # blocks
             ids = torch.randint(len(VOCAB), (batch, 40), generator=torch.Generator().manual_seed(0))
             for k in range(40):
                 if k == 20 and batch > 1:  # beam search keeps and repeats some samples
