@@ -87,8 +87,8 @@ class Stepper:
         batch, width, size = h.size(1), self.embed.size(1), self.size
         rows = self.weights[0][0].size(0)
         threads = torch.get_num_threads()
-        blocks = max(d for d in range(1, threads + 1)
-                     if rows % d == 0 and (d == 1 or rows // d >= MIN_BLOCK_ROWS and batch == 1))
+        blocks = max(d for d in range(1, threads + 1)  # a batch is split by torch already
+                     if rows % d == 0 and (d == 1 or (batch == 1 and rows // d >= MIN_BLOCK_ROWS)))
         self.row = h.new_zeros(batch, width + self.layers * size)  # [x, h1, h2, ...]
         self.x = self.row[:, :width]
         self.h = [self.row[:, width + k * size: width + (k + 1) * size]
