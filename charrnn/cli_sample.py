@@ -120,7 +120,7 @@ def sample_cmd(
 
     Example: charrnn sample --prime "sharks" --length 200 --temperature 0.7
     """
-    from charrnn.sampling import check_options, generate
+    from charrnn.sampling import check_batch_fits, check_options, generate
 
     reporter = make_reporter(quiet)
     _check_combinations(prime, prime_file, greedy, beam, num_samples, temperature, top_k,
@@ -146,12 +146,19 @@ def sample_cmd(
     with loaded.blame():
         for p in primes:
             vocab.check(p, f"the prime {p!r}")
-    reporter.info(loaded.note)  # only once every input is known to be good
     s = cfg.sample
     length = s.length if length is None else length
     temperature = s.temperature if temperature is None else temperature
     top_k = top_k if top_k is not None else s.top_k
     top_p = top_p if top_p is not None else s.top_p
+    if beam is None and not interactive:  # a single sample streams; --stop makes --length a cap
+        samples = len(primes) * num_samples
+        streamed = samples == 1 and not as_json
+        check_batch_fits(model, len(vocab), samples, 0 if streamed or stops else length,
+                         f"--num-samples {num_samples}"
+                         + (f" for each of {len(primes)} primes" if len(primes) > 1 else "")
+                         + f" with --length {length}")
+    reporter.info(loaded.note)  # only once every input is known to be good
     out = sys.stdout
     if interactive:
         from charrnn.cli_interactive import prompt_loop

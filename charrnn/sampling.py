@@ -8,6 +8,7 @@ so a caller can stream them. `length` always counts the characters generated aft
 from __future__ import annotations
 
 import math
+import os
 from typing import Iterator, Sequence
 
 import torch
@@ -34,6 +35,33 @@ def check_options(length: int, temperature: float, top_k: int | None, top_p: flo
         raise SamplingError(f"--top-k must be 1 or more, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
         raise SamplingError(f"--top-p must be in (0, 1], got {top_p}")
+
+
+def machine_memory() -> int | None:
+    """Bytes of physical memory, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_batch_fits(model, vocab_size: int, samples: int, kept: int, what: str) -> None:
+    """Refuse, before anything is built, a batch whose state and text cannot fit in memory.
+
+    Per sample: the recurrent state, gates and logits (4-byte floats), and the `kept`
+    characters collected before they are written (about 10 bytes each in Python lists and
+    strings; 0 for a streamed sample, or where stop texts may end it early). `what` names the
+    options in the error.
+    """
+    rnn = model.rnn
+    layers, size = rnn.num_layers, rnn.hidden_size
+    state = 4 * (model.embed.weight.size(1) + 10 * layers * size + 4 * vocab_size)
+    text = 100 + 10 * kept
+    need, have = samples * (state + text), machine_memory()
+    if have is not None and need > have:
+        raise SamplingError(f"{what} needs about {need / 2**30:,.0f} GiB of memory for the "
+                            f"samples, more than this machine's {have / 2**30:,.0f} GiB: ask "
+                            f"for fewer samples or a shorter --length (or end them with --stop)")
 
 
 def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,

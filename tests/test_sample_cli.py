@@ -1,6 +1,8 @@
 """`charrnn sample` on the trained demo model: primes, escapes, stop texts, beams, bad options."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -85,11 +87,30 @@ def test_beam_search(tiny_run, cli):
     (["--length-penalty", "0.5"], "--length-penalty ranks beams: use it with --beam N"),
     (["--interactive", "--json", "-N", "2"], "--interactive is one conversation: drop --json and "
                                              "--num-samples"),
+    (["-N", "100000000000", "--length", "1"], "--num-samples 100000000000 with --length 1 needs "
+                                              "about"),
+    (["-N", "2", "--length", str(10**15)], "more than this machine's"),
 ])
 def test_bad_sample_options(tiny_run, cli, args, message):
     code, out, err = cli("sample", "-c", str(tiny_run), *args)
     assert code == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_a_long_cap_with_stop_texts_or_one_streamed_sample_is_not_refused_for_memory(tiny_run,
+                                                                                      cli):
+    """With --stop, --length is a cap, not a promise; one sample streams: only the samples'
+    state is counted."""
+    code, out, err = cli("sample", "-c", str(tiny_run), "-N", "2", "--length", str(10**15),
+                         "--stop", ".", "--prime", "sharks", "--seed", "1")
+    assert code == 0, err
+    assert [t.endswith(".") for t in out.split("\n---\n")[:2]] == [True, True], out
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "sample", "-c", str(tiny_run),
+                             "--length", str(10**15), "--prime", "sharks"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(1000).startswith(b"sharks")  # streaming, not refused
+    proc.kill()
+    proc.wait()
 
 
 def test_prime_file_that_is_missing_through_the_command(tiny_run):
