@@ -49,14 +49,15 @@ def check_batch_fits(model, vocab_size: int, samples: int, kept: int, what: str)
     """Refuse, before anything is built, a batch whose state and text cannot fit in memory.
 
     Per sample: the recurrent state, gates and logits (4-byte floats), and the `kept`
-    characters collected before they are written (about 10 bytes each in Python lists and
-    strings; 0 for a streamed sample, or where stop texts may end it early). `what` names the
-    options in the error.
+    characters collected before they are written (0 for a streamed sample, or where stop texts
+    may end it early), at 25 bytes each in Python lists and strings: `charrnn sample -N 20000
+    --length 500` on an LSTM 2 x 256 peaked 231 MB above `--length 1`, 24 bytes a character.
+    `what` names the options in the error.
     """
     rnn = model.rnn
     layers, size = rnn.num_layers, rnn.hidden_size
     state = 4 * (model.embed.weight.size(1) + 10 * layers * size + 4 * vocab_size)
-    text = 100 + 10 * kept
+    text = 100 + 25 * kept
     need, have = samples * (state + text), machine_memory()
     if have is not None and need > have:
         raise SamplingError(f"{what} needs about {need / 2**30:,.0f} GiB of memory for the "
@@ -80,7 +81,8 @@ def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: fl
         sorted_p = sorted_p.masked_fill(outside, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
     # The exponential race: argmax p_i / E_i over draws E_i ~ Exp(1) is i with probability p_i
-    # (one pass over the vocab, a third of torch.multinomial's time per step here). The clamp
+    # (one pass over the vocab: this whole function took 13 µs a step here, 31 µs with
+    # torch.multinomial, for one sample of 65 characters). The clamp
     # keeps a zero draw (possible on the CPU) from turning a zero probability into a NaN.
     noise = torch.empty_like(probs).exponential_(generator=generator)
     return probs.div_(noise.clamp_(min=torch.finfo(probs.dtype).tiny)).argmax(-1, keepdim=True)
