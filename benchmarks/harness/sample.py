@@ -98,8 +98,8 @@ def sample_vs_bare_loop(ctx: Context) -> list[dict]:
                             samples={"charrnn": got["charrnn"], "reference": got[v]},
                             batch=n, length=length, model=f"lstm {LAYERS}x{SAMPLE_HIDDEN}"))
     one, many = results[1]["charrnn"], results[32]["charrnn"]
-    # No target: on the CPU a batch of 32 is bound by the two products' arithmetic (about 60%
-    # of two cores' fp32 peak here), so the ratio falls as the single step gets leaner.
+    # No target: on the CPU a batch of 32 spends its step in the layers' products (442 of 640
+    # µs here), so the ratio falls as the single step gets leaner.
     rows.append(row("sample", "sample b32 / b1 (charrnn)", many, "chars/s", reference=one,
                     reference_name="charrnn batch 1", ratio=many / one,
                     model=f"lstm {LAYERS}x{SAMPLE_HIDDEN}"))
