@@ -20,7 +20,7 @@ import torch
 
 from charrnn.device import fast_step_context
 from charrnn.errors import CharRNNError, SamplingError
-from charrnn.sampling import StopWatch, _pick, check_options, make_generator, warm_up
+from charrnn.sampling import StopWatch, check_options, make_generator, pick_next, warm_up
 from charrnn.stepper import Stepper
 
 HELP = ("type text and press Enter: the model continues it. /reset forgets the conversation, "
@@ -80,8 +80,8 @@ class _Conversation:
                 for _ in range(s["length"]):
                     if self.interrupted or watch.done[0]:
                         break
-                    nxt = _pick(logits.float(), s["temperature"], s["top_k"], s["top_p"],
-                                s["greedy"], self.generator)
+                    nxt = pick_next(logits.float(), s["temperature"], s["top_k"], s["top_p"],
+                                    s["greedy"], self.generator)
                     logits = step(nxt)
                     out.write(watch.see([chars[int(nxt)]])[0])
                     out.flush()

@@ -65,8 +65,8 @@ def check_batch_fits(model, vocab_size: int, samples: int, kept: int, what: str)
                             f"for fewer samples or a shorter --length (or end them with --stop)")
 
 
-def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
-          greedy: bool, generator: torch.Generator) -> torch.Tensor:
+def pick_next(logits: torch.Tensor, temperature: float, top_k: int | None,
+              top_p: float | None, greedy: bool, generator: torch.Generator) -> torch.Tensor:
     """Next ids (B, 1) from logits (B, V)."""
     if greedy or temperature < _GREEDY_BELOW:
         return logits.argmax(-1, keepdim=True)
@@ -183,11 +183,11 @@ def generate(model, vocab: Vocab, primes: list[str], length: int, *, device: tor
             for _ in range(steps):
                 if first is not None:
                     nxt = (first if all(s is not None for s in starts) else
-                           torch.where(empty, first, _pick(logits.float(), temperature, top_k,
-                                                           top_p, greedy, generator)))
+                           torch.where(empty, first, pick_next(logits.float(), temperature,
+                                                               top_k, top_p, greedy, generator)))
                     first = None
                 else:
-                    nxt = _pick(logits.float(), temperature, top_k, top_p, greedy, generator)
+                    nxt = pick_next(logits.float(), temperature, top_k, top_p, greedy, generator)
                 picked.append(nxt)
                 logits = step(nxt)
             rows = torch.cat(picked, dim=1).tolist()  # (samples, steps), one copy per block

@@ -75,8 +75,8 @@ class Stepper:
         rnn = model.rnn
         self.cell, self.size, self.layers = model.cell, rnn.hidden_size, rnn.num_layers
         self.embed = model.embed.weight
-        self.weights = [joint_weights(self.cell, *(getattr(rnn, f"{kind}_l{k}") for kind in
-                                                   ("weight_ih", "weight_hh", "bias_ih", "bias_hh")))
+        kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        self.weights = [joint_weights(self.cell, *(getattr(rnn, f"{kind}_l{k}") for kind in kinds))
                         for k in range(self.layers)]
         self.head_w, self.head_b = model.head.weight.t(), model.head.bias
         self._load(hidden)

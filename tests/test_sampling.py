@@ -6,7 +6,7 @@ import torch
 from charrnn.config import ModelConfig
 from charrnn.errors import SamplingError
 from charrnn.models import build_model
-from charrnn.sampling import _pick, check_options, generate
+from charrnn.sampling import check_options, generate, pick_next
 from charrnn.vocab import Vocab
 
 VOCAB = Vocab(list("abcdefgh \n"))
@@ -40,12 +40,12 @@ def test_bad_options(args, message):
 def test_top_k_and_top_p_restrict_the_choice():
     logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]]).repeat(2000, 1)
     gen = torch.Generator().manual_seed(0)
-    assert set(_pick(logits, 1.0, 2, None, False, gen).flatten().tolist()) == {0, 1}
+    assert set(pick_next(logits, 1.0, 2, None, False, gen).flatten().tolist()) == {0, 1}
     probs = torch.softmax(logits[0], -1)  # 0.64, 0.24, ...: top-p 0.7 keeps the first two
     assert probs[0] < 0.7 < probs[0] + probs[1]
-    assert set(_pick(logits, 1.0, None, 0.7, False, gen).flatten().tolist()) == {0, 1}
-    assert set(_pick(logits, 1.0, None, 0.5, False, gen).flatten().tolist()) == {0}
-    assert _pick(logits, 1.0, None, None, True, gen).eq(0).all()
+    assert set(pick_next(logits, 1.0, None, 0.7, False, gen).flatten().tolist()) == {0, 1}
+    assert set(pick_next(logits, 1.0, None, 0.5, False, gen).flatten().tolist()) == {0}
+    assert pick_next(logits, 1.0, None, None, True, gen).eq(0).all()
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
@@ -53,7 +53,7 @@ def test_draws_follow_the_softmax_of_the_tempered_logits(device):
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -30.0]], device=device).repeat(100_000, 1)
     gen = torch.Generator(device=device).manual_seed(0)
     for temperature, top_k in ((1.0, None), (0.5, None), (1.0, 3)):
-        drawn = _pick(logits, temperature, top_k, None, False, gen).flatten().cpu()
+        drawn = pick_next(logits, temperature, top_k, None, False, gen).flatten().cpu()
         counts = torch.bincount(drawn, minlength=5).double()
         tempered = logits[0].cpu() / temperature
         if top_k:
@@ -103,7 +103,7 @@ def test_a_tiny_temperature_is_greedy(model):
     logits = torch.tensor([[1.0, 3.0, 2.0], [50.0, -50.0, 49.0]])
     gen = torch.Generator().manual_seed(0)
     for t in (1e-9, 1e-30, 1e-50, 5e-324):
-        assert _pick(logits, t, None, None, False, gen).flatten().tolist() == [1, 0]
+        assert pick_next(logits, t, None, None, False, gen).flatten().tolist() == [1, 0]
     greedy = text(model, ["ab", "h"], greedy=True)
     assert text(model, ["ab", "h"], temperature=1e-9, seed=1) == greedy
     assert text(model, ["ab", "h"], temperature=1e-50, top_k=3, top_p=0.5, seed=1) == greedy
