@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import html
 import json
 import math
 import re
@@ -203,11 +204,7 @@ def page_html(probe: Probe, title: str, model_note: str) -> str:
             "telling": telling_units(probe) if probe.units else []}
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     payload = payload.replace("<", "\\u003c")  # no "</script>" can end the data early
-    fill = {"__DATA__": payload, "__TITLE__": _html_escape(title),
+    fill = {"__DATA__": payload, "__TITLE__": html.escape(title, quote=False),
             "__BLOCKS__": "\n".join(blocks)}
     return re.sub("__DATA__|__TITLE__|__BLOCKS__", lambda m: fill[m.group(0)],
                   TEMPLATE.read_text(encoding="utf-8"))
-
-
-def _html_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
