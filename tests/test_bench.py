@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 ROWS = ["train lstm h128", "train gru h128", "train rnn h128", "sample b1 vs bare",
-        "sample b32 vs bare", "sample b32 / b1", "eval", "load first", "load cached",
+        "sample b32 vs bare", "sample b32 / b1", "sample b1 lean step (cpu)", "eval", "load first", "load cached",
         "load peak memory", "load held memory", "load peak memory (UTF-8",
         "startup charrnn --help",
         "startup charrnn sample", "memory train h512"]
