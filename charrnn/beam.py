@@ -15,21 +15,27 @@ import torch
 
 from charrnn.device import fast_step_context
 from charrnn.errors import SamplingError
-from charrnn.sampling import generate, warm_up
-from charrnn.stepper import Stepper
+from charrnn.sampling import generate, read_chunks, warm_up
+from charrnn.stepper import Stepper, evaluating
 from charrnn.vocab import Vocab
 
 
 def log_prob(model, vocab: Vocab, prime: str, text: str, device: torch.device) -> float:
-    """Sum of log p(text[i] | prime + text[:i]) under the model."""
+    """Sum of log p(text[i] | prime + text[:i]) under the model (in eval mode; the model is
+    left in the mode it was in)."""
     if not text:
         return 0.0
-    ids = vocab.encode(prime + text).long().to(device).unsqueeze(0)
-    model.eval()
-    with torch.inference_mode():
-        logits, _ = model(ids[:, :-1])
-        logp = torch.log_softmax(logits.float(), -1)[0, len(prime) - 1:]
-        return float(logp.gather(-1, ids[0, len(prime):, None]).sum())
+    ids = vocab.encode(prime + text)
+    total, start, first = 0.0, 0, len(prime) - 1  # the logits at `first` predict text[0]
+    with torch.inference_mode(), evaluating(model):
+        for logits, _ in read_chunks(model, ids[:-1], device):
+            end = start + logits.size(0)
+            if end > first:
+                logp = torch.log_softmax(logits[max(first - start, 0):].float(), -1)
+                targets = ids[max(first, start) + 1:end + 1].to(device, torch.long)
+                total += float(logp.gather(-1, targets[:, None]).sum())
+            start = end
+    return total
 
 
 def _rank(score: float, text: str, penalty: float) -> float:
@@ -39,17 +45,18 @@ def _rank(score: float, text: str, penalty: float) -> float:
 def beam_search(model, vocab: Vocab, prime: str, length: int, *, width: int,
                 device: torch.device, results: int = 1, stop: Sequence[str] = (),
                 length_penalty: float = 0.0) -> list[tuple[str, float]]:
-    """The `results` best (continuation, score) pairs of `prime`, best first."""
+    """The `results` best (continuation, score) pairs of `prime`, best first (in eval mode; the
+    model is left in the mode it was in)."""
     if not prime:
         raise SamplingError("beam search needs a prime to start from")
     if not 1 <= results <= width:
         raise SamplingError(f"asked for {results} results from {width} beams")
     vocab.check(prime, f"the prime {prime!r}")
     stops = [s for s in stop if s]
-    model.eval()
     finished: dict[str, float] = {}
-    with torch.inference_mode(), fast_step_context(device):
+    with torch.inference_mode(), evaluating(model):
         hidden, logits = warm_up(model, vocab, [prime], device)
+    with torch.inference_mode(), fast_step_context(device), evaluating(model):
         step = Stepper(model, hidden)
         texts, scores = [""], torch.zeros(1, device=device)
         for _ in range(length):

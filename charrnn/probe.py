@@ -26,10 +26,12 @@ import torch
 from torch import nn
 
 from charrnn.errors import DataError, ModelError
+from charrnn.stepper import evaluating, one_thread
 from charrnn.vocab import Vocab
 
 LSTM_KINDS = ("h", "c", "i", "f", "g", "o")
 TEMPLATE = Path(__file__).with_name("show_page.html")
+CHUNK = 2048  # characters read at a time: the activations of one chunk are held, not the text's
 
 
 @dataclass
@@ -70,11 +72,13 @@ def _single_layer(rnn: nn.RNNBase, k: int) -> nn.RNNBase:
 
 
 def lstm_gates(x: torch.Tensor, h: torch.Tensor, layer: nn.LSTM,
-               c0: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Gates i, f, g, o and cell c of a one-layer LSTM, given its inputs x (T, In) and the h
-    (T, H) it produced; the gates are one matmul over the whole text."""
+               c0: torch.Tensor | None = None,
+               h0: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Gates i, f, g, o and cell c of a one-layer LSTM, given its inputs x (T, In), the h
+    (T, H) it produced and its state (h0, c0 (H,); zero if None) before x; the gates are one
+    matmul over the whole text."""
     hidden = h.size(1)
-    h_prev = torch.cat([h.new_zeros(1, hidden), h[:-1]])
+    h_prev = torch.cat([h.new_zeros(1, hidden) if h0 is None else h0.view(1, hidden), h[:-1]])
     pre = x @ layer.weight_ih_l0.T + h_prev @ layer.weight_hh_l0.T
     if layer.bias:
         pre = pre + layer.bias_ih_l0 + layer.bias_hh_l0
@@ -82,7 +86,7 @@ def lstm_gates(x: torch.Tensor, h: torch.Tensor, layer: nn.LSTM,
     i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
     update, forget = (i * g).cpu(), f.cpu()
     cells = torch.empty_like(update)
-    c = h.new_zeros(hidden).cpu() if c0 is None else c0.cpu()
+    c = h.new_zeros(hidden).cpu() if c0 is None else c0.reshape(hidden).cpu()
     for u_t, f_t, c_t in zip(update.unbind(0), forget.unbind(0), cells.unbind(0)):
         c = torch.addcmul(u_t, f_t, c, out=c_t)  # elementwise only; the matmuls are above
     return {"c": cells.to(h.device), "i": i, "f": f, "g": g, "o": o}
@@ -91,7 +95,11 @@ def lstm_gates(x: torch.Tensor, h: torch.Tensor, layer: nn.LSTM,
 @torch.no_grad()
 def probe_text(model, vocab: Vocab, text: str, device: torch.device, *, top_k: int = 5,
                units: bool = True) -> Probe:
-    """Read `text` from a fresh state; log-probs, top-k choices and (optionally) every unit."""
+    """Read `text` from a fresh state; log-probs, top-k choices and (optionally) every unit.
+
+    The text is read CHUNK characters at a time with each layer's state carried, so memory
+    holds one chunk's activations and, per character, only what is returned (`units=False`:
+    no units; the model's mode is left as it was)."""
     if len(text) < 2:
         raise DataError("the text must be at least 2 characters long (the first one is only "
                         "read, the others are predicted)")
@@ -100,35 +108,40 @@ def probe_text(model, vocab: Vocab, text: str, device: torch.device, *, top_k: i
     if not isinstance(rnn, (nn.RNN, nn.LSTM, nn.GRU)) or rnn.bidirectional or \
             getattr(rnn, "proj_size", 0):
         raise ModelError("show works with the rnn, lstm and gru models of charrnn")
-    model.eval()
-    ids = vocab.encode(text).long().to(device)
-    x = model.embed(ids.unsqueeze(0))  # (1, T, E)
-    found: dict[tuple[int, str], torch.Tensor] = {}
-    threads = torch.get_num_threads()
-    if device.type == "cpu":  # one text read a step at a time: more threads only wait (10x+)
-        torch.set_num_threads(1)
-    try:
-        for k in range(rnn.num_layers):
-            layer = _single_layer(rnn, k)
-            out, _ = layer(x)  # (1, T, H): this layer's h at every step
-            found[(k, "h")] = out[0]
-            if units and isinstance(rnn, nn.LSTM):
-                found.update({(k, kind): v
-                              for kind, v in lstm_gates(x[0], out[0], layer).items()})
-            x = out
-    finally:
-        torch.set_num_threads(threads)
-    logp = torch.log_softmax(model.head(x[0]).float(), dim=-1)  # (T, V): prediction for t + 1
-    k = min(top_k, len(vocab))
-    top_lp, top_ids = logp.topk(k, dim=-1)
-    picked = logp[:-1].gather(1, ids[1:, None])[:, 0]
-    nan = picked.new_full((1,), math.nan)
-    kinds = LSTM_KINDS if isinstance(rnn, nn.LSTM) else ("h",)
-    return Probe(text, torch.cat([nan, picked]).cpu(),
-                 torch.cat([top_ids[:1], top_ids[:-1]]).cpu(),
-                 torch.cat([top_lp[:1], top_lp[:-1]]).exp().cpu(), list(vocab.chars),
-                 {key: found[key].float().cpu() for key in sorted(found, key=lambda key: (
-                     key[0], kinds.index(key[1]))) if units or key[1] == "h"})
+    ids = vocab.encode(text)
+    length, k, size = len(ids), min(top_k, len(vocab)), rnn.hidden_size
+    lstm = isinstance(rnn, nn.LSTM)
+    kinds = (LSTM_KINDS if lstm else ("h",)) if units else ()
+    found = {(j, kind): torch.empty(length, size) for j in range(rnn.num_layers) for kind in kinds}
+    logprobs = torch.full((length,), math.nan)
+    top_ids = torch.zeros(length, k, dtype=vocab.dtype)  # row t: the prediction made at t - 1
+    top_probs = torch.zeros(length, k)
+    layers = [_single_layer(rnn, j) for j in range(rnn.num_layers)]
+    states: list = [None] * len(layers)
+    with evaluating(model), one_thread(device):
+        for start in range(0, length, CHUNK):
+            end = min(start + CHUNK, length)
+            chunk = ids[start:end].to(device, torch.long)
+            x = model.embed(chunk.unsqueeze(0))  # (1, n, E)
+            for j, layer in enumerate(layers):
+                before = states[j]
+                out, states[j] = layer(x, before)  # (1, n, H): this layer's h at every step
+                if units:
+                    found[(j, "h")][start:end] = out[0]
+                if units and lstm:
+                    h0, c0 = (None, None) if before is None else before
+                    gates = lstm_gates(x[0], out[0], layer, c0=c0, h0=h0)
+                    for kind, values in gates.items():
+                        found[(j, kind)][start:end] = values
+                x = out
+            logp = torch.log_softmax(model.head(x[0]).float(), dim=-1)  # prediction for t + 1
+            top_lp, top_i = logp.topk(k, dim=-1)
+            top_ids[start + 1:end + 1] = top_i[:length - start - 1].cpu().to(vocab.dtype)
+            top_probs[start + 1:end + 1] = top_lp[:length - start - 1].exp().cpu()
+            targets = ids[start + 1:end + 1].to(device, torch.long)[:, None]
+            logprobs[start + 1:end + 1] = logp[:len(targets)].gather(1, targets)[:, 0].cpu()
+    top_ids[0], top_probs[0] = top_ids[1], top_probs[1]  # row 0 is unused
+    return Probe(text, logprobs, top_ids, top_probs, list(vocab.chars), found)
 
 
 # ------------------------------------------------------------------------------ telling units

@@ -22,12 +22,40 @@ cuDNN's step is already one kernel), goes through `model(ids, hidden)`.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 _CELLS = ("lstm", "gru", "rnn")
 # Rows of weights per thread below which splitting a product costs more than it gains (a
 # 1 x 64 by 64 x 128 product: 2.8 µs whole, 3.5 µs split in two on 2 threads; 256 rows: 15 / 9).
 MIN_BLOCK_ROWS = 128
+
+
+@contextlib.contextmanager
+def evaluating(model):
+    """The model in eval mode inside the block, and back in the mode it was in after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def one_thread(device: torch.device):
+    """One thread inside the block on the CPU: a single text read a step at a time gives each
+    thread too little work per step, so more threads only wait at every step (10x+ slower;
+    a 50,000-character prime through the demo LSTM: 1 s on one thread, over a minute on two
+    of a busy machine's cores)."""
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def zero_state(like):

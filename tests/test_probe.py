@@ -54,7 +54,7 @@ def test_other_families_have_h_per_layer(kind):
 def test_logprobs_and_top_k_are_the_models_predictions():
     model, vocab = model_of("lstm", layers=1)
     p = probe_text(model, vocab, TEXT, torch.device("cpu"), top_k=3, units=False)
-    assert p.units.keys() == {(0, "h")}
+    assert not p.units
     with torch.no_grad():
         logp = torch.log_softmax(model(vocab.encode(TEXT).long().unsqueeze(0))[0][0], -1)
     t = 7
@@ -104,3 +104,18 @@ def test_the_page_is_self_contained_and_cannot_be_cut_short():
     assert len(data["units"][0]["lo"]) == 8
     block = page.split(f'id="{data["units"][0]["block"]}">', 1)[1].split("<", 1)[0]
     assert len(base64.b64decode(block)) == 8 * len(text)  # a byte a value
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_a_text_read_in_chunks_gives_what_one_piece_gives(kind, monkeypatch):
+    from charrnn import probe
+
+    model, vocab = model_of(kind)
+    whole = probe_text(model, vocab, TEXT, torch.device("cpu"))
+    monkeypatch.setattr(probe, "CHUNK", 7)  # TEXT is 216 characters: 31 chunks, the last short
+    chunked = probe_text(model, vocab, TEXT, torch.device("cpu"))
+    assert torch.allclose(whole.logprobs[1:], chunked.logprobs[1:], atol=1e-5)
+    assert torch.equal(whole.top_ids, chunked.top_ids)
+    assert whole.units.keys() == chunked.units.keys()
+    for key, values in whole.units.items():
+        assert torch.allclose(values, chunked.units[key], atol=1e-5), key

@@ -17,7 +17,7 @@ CPU = torch.device("cpu")
 def model():
     torch.manual_seed(0)
     return build_model(ModelConfig(type="lstm", embedding_dim=8, hidden_size=16, num_layers=2),
-                       len(VOCAB))
+                       len(VOCAB)).eval()
 
 
 def text(model, primes, length=50, **kw):
@@ -196,3 +196,74 @@ def test_beams_end_at_stop_texts_and_the_length_penalty_ranks_them(model):
     ranks = [s / len(t) ** 2.0 for t, s in long]
     assert ranks == sorted(ranks, reverse=True)
     assert len(long[0][0]) >= len(plain[0][0])
+
+
+def test_top_p_keeps_the_smallest_set_that_reaches_it():
+    """0.5 / 0.25 / 0.25 with top_p 0.5: the first character alone reaches 0.5."""
+    logits = torch.tensor([[0.5, 0.25, 0.25]]).log().repeat(2000, 1)
+    gen = torch.Generator().manual_seed(0)
+    assert set(pick_next(logits, 1.0, None, 0.5, False, gen).flatten().tolist()) == {0}
+    assert set(pick_next(logits, 1.0, None, 0.75, False, gen).flatten().tolist()) == {0, 1}
+    assert set(pick_next(logits, 1.0, None, 0.76, False, gen).flatten().tolist()) == {0, 1, 2}
+    assert set(pick_next(logits, 1.0, None, 1e-9, False, gen).flatten().tolist()) == {0}
+
+
+def test_library_calls_leave_the_model_in_the_mode_they_found(model):
+    from charrnn.beam import beam_search, log_prob
+    from charrnn.probe import probe_text
+
+    model.train()
+    try:
+        steps = generate(model, VOCAB, ["ab"], 20, device=CPU, seed=0)
+        next(steps)
+        assert model.training  # between yields, too
+        list(steps)
+        assert model.training
+        beam_search(model, VOCAB, "ab", 5, width=2, device=CPU)
+        assert model.training
+        log_prob(model, VOCAB, "ab", "cd", CPU)
+        assert model.training
+        probe_text(model, VOCAB, "abcd", CPU)
+        assert model.training
+        model.eval()
+        list(generate(model, VOCAB, ["ab"], 5, device=CPU, seed=0))
+        assert not model.training
+    finally:
+        model.eval()
+
+
+def test_a_prime_read_in_chunks_gives_what_one_piece_gives(model, monkeypatch):
+    from charrnn import sampling
+    from charrnn.beam import log_prob
+
+    prime = "abcdefgh ab\nhgfedcba " * 3
+    whole = text(model, [prime, "ab"], length=30, greedy=True)
+    score = log_prob(model, VOCAB, prime, whole[0], CPU)
+    monkeypatch.setattr(sampling, "PRIME_CHUNK", 5)  # 63 characters: 13 chunks, the last short
+    assert text(model, [prime, "ab"], length=30, greedy=True) == whole
+    assert log_prob(model, VOCAB, prime, whole[0], CPU) == pytest.approx(score, abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_beam_wide_enough_finds_the_exhaustive_best(seed):
+    """Over 3 characters and 4 steps there are 81 continuations; a beam of 27 keeps every
+    prefix until the last step and then picks from all 81, so its 27 results must be the
+    exhaustive search's 27 best, in order, with their scores (a beam that kept the worst
+    candidates, or ranked them wrongly, would not be)."""
+    import itertools
+
+    from charrnn.beam import beam_search, log_prob
+
+    vocab = Vocab(list("abc"))
+    torch.manual_seed(seed)
+    net = build_model(ModelConfig(type="lstm", embedding_dim=4, hidden_size=8, num_layers=1),
+                      len(vocab)).eval()
+    with torch.no_grad():
+        net.head.weight.mul_(8)  # a peaked model: the ranking is far from uniform
+    every = sorted((("".join(t), log_prob(net, vocab, "ab", "".join(t), CPU))
+                    for t in itertools.product("abc", repeat=4)), key=lambda ts: -ts[1])
+    found = beam_search(net, vocab, "ab", 4, width=27, device=CPU, results=27)
+    assert [t for t, _ in found] == [t for t, _ in every[:27]]
+    assert [s for _, s in found] == pytest.approx([s for _, s in every[:27]], abs=1e-4)
+    (text, score), = beam_search(net, vocab, "ab", 4, width=27, device=CPU)
+    assert text == every[0][0] and score == pytest.approx(every[0][1], abs=1e-4)
