@@ -64,7 +64,7 @@ class _Conversation:
         """Read `text` into the model and stream its continuation to `out`."""
         self.vocab.check(text, "the text")
         s, chars = self.s, self.vocab.chars
-        with torch.inference_mode(), fast_step_context(self.device):
+        with torch.inference_mode():
             if not text and self.hidden is None:  # nothing to go on: start from a random char
                 text = chars[int(torch.randint(len(chars), (1,), generator=self.generator,
                                                device=self.device))]
@@ -72,9 +72,10 @@ class _Conversation:
             if text:
                 self.hidden, self.logits = warm_up(self.model, self.vocab, [text], self.device,
                                                    self.hidden)
+        with torch.inference_mode(), fast_step_context(self.device):
             step, logits = Stepper(self.model, self.hidden), self.logits
             watch = StopWatch(s["stop"], 1)
-            self.interrupted = False
+            self.interrupted, last = False, ""
             previous = signal.signal(signal.SIGINT, self._interrupt)
             try:
                 for _ in range(s["length"]):
@@ -83,12 +84,14 @@ class _Conversation:
                     nxt = pick_next(logits.float(), s["temperature"], s["top_k"], s["top_p"],
                                     s["greedy"], self.generator)
                     logits = step(nxt)
-                    out.write(watch.see([chars[int(nxt)]])[0])
+                    last = watch.see([chars[int(nxt)]])[0]
+                    out.write(last)
                     out.flush()
             finally:
                 signal.signal(signal.SIGINT, previous)
             self.hidden, self.logits = step.hidden, logits.clone()
-        out.write("\n")
+        if last != "\n":  # a continuation that ends a line (--stop '\n') gets no empty one
+            out.write("\n")
         out.flush()
 
     def _interrupt(self, signum, frame) -> None:
@@ -107,18 +110,20 @@ def prompt_loop(model, vocab, device, prime: str, *, length: int, temperature: f
                     greedy=greedy, stop=list(stop))
     talk = _Conversation(model, vocab, device, settings, seed)
     out = sys.stdout
+    # Prompts are for a person typing: with stdin piped, stdout holds the continuations alone.
+    tty = sys.stdin.isatty()
     say(HELP)
     if prime:
         out.write(prime)
         talk.turn(prime, out)
     while True:
         try:
-            line = input("> ")
+            line = input("> " if tty else "")
         except EOFError:
-            out.write("\n")
+            out.write("\n" if tty else "")  # ends the prompt's line
             return
         except KeyboardInterrupt:
-            out.write("\n")
+            out.write("\n" if tty else "")
             continue
         if line.startswith("/"):
             talk.command(line.strip())

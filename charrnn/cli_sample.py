@@ -32,6 +32,13 @@ def _read_primes(path: str, reporter) -> list[str]:
     return primes
 
 
+def _ending(text: str, ending: str) -> str:
+    """What to write after `text` (only its end is looked at): `ending`, less its leading
+    newline where the text already ends in one (no blank line before a separator, no empty
+    last line after a sample stopped by --stop '\\n')."""
+    return ending[1:] if text.endswith("\n") and ending.startswith("\n") else ending
+
+
 def _check_combinations(prime, prime_file, greedy, beam, num_samples, temperature, top_k,
                         top_p, seed, interactive, as_json) -> None:
     """Options that contradict each other are errors, not silently ignored."""
@@ -174,24 +181,24 @@ def sample_cmd(
         if as_json:
             out.write(json.dumps([{"prime": p, "text": t, "score": sc} for p, t, sc in found],
                                  ensure_ascii=False) + "\n")
-        elif len(found) == 1:
-            out.write(found[0][0] + found[0][1] + "\n")
         else:
-            out.write("".join(p + t + sep for p, t, _ in found))
+            end = "\n" if len(found) == 1 else sep
+            out.write("".join(p + t + _ending(t or p, end) for p, t, _ in found))
         out.flush()
         return
     primes = [p for p in primes for _ in range(num_samples)]
     steps = generate(model, vocab, primes, length, device=dev, temperature=temperature,
                      top_k=top_k, top_p=top_p, greedy=greedy, seed=seed, stop=stops)
     if len(primes) == 1 and not as_json:  # stream as it is generated, a line at a time
-        chunk, tty = [primes[0]], out.isatty()
+        chunk, tty, last = [primes[0]], out.isatty(), primes[0][-1:]
         for (ch,) in steps:
             chunk.append(ch)
+            last = ch or last
             if tty or ch == "\n" or len(chunk) >= 256:
                 out.write("".join(chunk))
                 out.flush()
                 chunk.clear()
-        out.write("".join(chunk) + "\n")
+        out.write("".join(chunk) + _ending(last, "\n"))
         out.flush()
         return
     texts = ["".join(parts) for parts in zip(*steps)] or [""] * len(primes)
@@ -199,5 +206,5 @@ def sample_cmd(
         out.write(json.dumps([{"prime": p, "text": t} for p, t in zip(primes, texts)],
                              ensure_ascii=False) + "\n")
     else:
-        out.write("".join(p + t + sep for p, t in zip(primes, texts)))
+        out.write("".join(p + t + _ending(t or p, sep) for p, t in zip(primes, texts)))
     out.flush()

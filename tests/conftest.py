@@ -17,14 +17,18 @@ FOODCHAIN = ROOT / "data" / "foodchain.txt"
 SHAKESPEARE = ROOT / "data" / "tinyshakespeare.txt"  # committed, see data/README.md
 
 
-def run_cli(*args: str, input: str | bytes | None = None, cwd: Path | None = None,
-            env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python -m charrnn ARGS` as a user would, capturing stdout and stderr as text."""
+def cli_env(env: dict | None = None) -> dict:
+    """The environment run_cli gives a command: this checkout's code first, plus `env`."""
     inherited = {k: v for k, v in os.environ.items()
                  if k not in ("CHARRNN_CHECKPOINT", "CHARRNN_DEBUG")}  # only what a test sets
     path = os.pathsep.join(filter(None, [str(ROOT), inherited.get("PYTHONPATH")]))
-    full_env = {**inherited, "PYTHONWARNINGS": "", "PYTHONPATH": path,  # this checkout's code
-                **(env or {})}
+    return {**inherited, "PYTHONWARNINGS": "", "PYTHONPATH": path, **(env or {})}
+
+
+def run_cli(*args: str, input: str | bytes | None = None, cwd: Path | None = None,
+            env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m charrnn ARGS` as a user would, capturing stdout and stderr as text."""
+    full_env = cli_env(env)
     if isinstance(input, str):
         input = input.encode()
     proc = subprocess.run([sys.executable, "-m", "charrnn", *args], input=input,
@@ -32,6 +36,19 @@ def run_cli(*args: str, input: str | bytes | None = None, cwd: Path | None = Non
     return subprocess.CompletedProcess(proc.args, proc.returncode,
                                        proc.stdout.decode("utf-8", "replace"),
                                        proc.stderr.decode("utf-8", "replace"))
+
+
+def peak_rss(*args: str, cwd: Path | None = None) -> tuple[int, int]:
+    """Run `python -m charrnn ARGS` (output discarded); (exit code, its peak RSS in bytes).
+
+    The peak is the child's own, from os.wait4 (RUSAGE_CHILDREN would mix in earlier ones).
+    """
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", *args], cwd=cwd or ROOT,
+                            env=cli_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 class _Terminal(io.RawIOBase):

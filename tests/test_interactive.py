@@ -1,5 +1,6 @@
 """`charrnn sample --interactive`, driven through a pseudo-terminal as a user would."""
 
+from conftest import run_cli
 from ptyutil import Terminal
 
 
@@ -23,3 +24,13 @@ def test_interactive_prompt(tiny_run):
     assert "error: /temp needs a number" in ask("/temp hot")
     term.send("\x04")  # Ctrl-D at the prompt quits
     assert term.exit_code() == 0
+
+
+def test_piped_input_keeps_prompts_off_stdout(tiny_run):
+    """With stdin not a terminal, stdout holds the continuations alone (no `> ` prompts, no
+    newline for a Ctrl-D nobody typed)."""
+    proc = run_cli("sample", "-c", str(tiny_run), "--interactive", "--greedy", "--length", "14",
+                   "-q", input="sharks\n/len 5\n\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == " feed on tuna.\n\ntuna\n", proc.stdout
+    assert "length 5" in proc.stderr

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import run_cli
+from conftest import FOODCHAIN, peak_rss, run_cli
 
 CHAIN = {"sharks feed on": " tuna.", "microbes feed on": " sharks.",
          "plants feed on": " microbes.", "math, science,": " english literature,"}
@@ -63,6 +63,9 @@ def test_beam_search(tiny_run, cli):
     found = json.loads(out)
     assert len(found) == 3 and found[0]["text"] == "\x20feed on tuna.\ntuna "
     assert [f["score"] for f in found] == sorted((f["score"] for f in found), reverse=True)
+    # the runners-up change a character or two of a text the model knows by heart (about -6
+    # nats); the worst candidates score about -400
+    assert found[2]["score"] > -20, found
     code, out, _ = cli(*base, "--beam", "3", "--stop", ".")
     assert out == "sharks feed on tuna.\n"
 
@@ -116,3 +119,32 @@ def test_a_long_cap_with_stop_texts_or_one_streamed_sample_is_not_refused_for_me
 def test_prime_file_that_is_missing_through_the_command(tiny_run):
     proc = run_cli("sample", "-c", str(tiny_run), "--prime-file", "missing.txt")
     assert proc.returncode == 2 and proc.stderr == "error: prime file not found: missing.txt\n"
+
+
+def test_a_long_prime_is_read_in_chunks(tiny_run, tmp_path):
+    """A prime on one line, 50,000 and 300,000 characters long: the longer one costs its text
+    and ids (4 to 8 bytes a character measured), not the model's activations over all of it
+    (3.7 KB a character when a prime was read in one piece)."""
+    line = FOODCHAIN.read_text().replace("\n", " ")
+    peaks = {}
+    for chars in (50_000, 300_000):
+        prime = tmp_path / f"prime{chars}.txt"
+        prime.write_text((line * (chars // len(line) + 1))[:chars] + "\n")
+        code, peaks[chars] = peak_rss("sample", "-c", str(tiny_run), "--prime-file", str(prime),
+                                      "--length", "5", "--seed", "1", "-q")
+        assert code == 0
+    per_char = (peaks[300_000] - peaks[50_000]) / 250_000
+    assert per_char < 20, f"{per_char:.0f} bytes a character"
+
+
+def test_a_text_that_ends_in_a_newline_gets_no_second_one(tiny_run, cli):
+    """The closing newline (or the separator's leading one) is not added after a text that
+    already ends in one: no blank line before a separator, no empty last line."""
+    base = ["sample", "-c", str(tiny_run), "-q", "--prime", "sharks", "--stop", "\\n"]
+    assert cli(*base, "--greedy")[1] == "sharks feed on tuna.\n"
+    assert cli(*base, "--greedy", "-N", "2")[1] == "sharks feed on tuna.\n---\n" * 2
+    assert cli(*base, "--beam", "2")[1] == "sharks feed on tuna.\n"
+    out = cli(*base, "--beam", "2", "-N", "2")[1]
+    assert out.startswith("sharks feed on tuna.\n---\n") and "\n\n" not in out, out
+    assert cli(*base, "--greedy", "-N", "2", "--separator", "|")[1] == \
+        "sharks feed on tuna.\n|" * 2  # a separator that does not start a line is kept whole
