@@ -70,37 +70,56 @@ MARKERS = " .-+#"
 POINTS = 10  # how many of the most surprising characters --top lists
 
 
-def _bin(bits: float | None) -> int:
-    return 0 if bits is None else next(k for k, bound in enumerate(BINS) if bits < bound)
-
-
 def _visible(ch: str) -> str:
     return {"\n": "\\n", "\t": "\\t", " ": "␣"}.get(ch, ch)
 
 
+def _marker_line(line: str, marks: str) -> str:
+    """`marks` (one per character of `line`) placed by display column: a wide (CJK) character
+    takes two columns, a combining one none; tabs are kept so that the markers line up."""
+    if line.isascii() and "\t" not in line:
+        return marks
+    from rich.cells import cell_len
+
+    def placed(ch: str, mark: str) -> str:
+        width = cell_len(ch)
+        return "\t" if ch == "\t" else (mark + " " * (width - 1) if width else "")
+
+    return "".join(placed(ch, mark) for ch, mark in zip(line, marks))
+
+
 def terminal_view(probe, *, color: bool, top: int = 0) -> str:
-    """The text coloured (or, plain, underlined with markers) by surprise, and a legend."""
-    bits = probe.surprise_bits()
-    bins = [_bin(b) for b in bits]
+    """The text coloured (or, plain, underlined with markers) by surprise, and a legend.
+
+    The bins are one byte a character, made without a Python object per character."""
+    import ctypes
+
+    import torch
+
+    bits = probe.logprobs.double() / -math.log(2)  # nan for the first character
+    bins = torch.bucketize(bits, torch.tensor(BINS[:-1], dtype=torch.double), right=True)
+    bins[0] = 0
+    bins = bins.to(torch.uint8)
+    codes = ctypes.string_at(bins.data_ptr(), bins.numel()).decode("latin-1")  # chr(bin)
     if color:
         out = []
-        for ch, k in zip(probe.text, bins):
-            bg = BACKGROUNDS[k]
+        for ch, k in zip(probe.text, codes):
+            bg = BACKGROUNDS[ord(k)]
             out.append(ch if bg is None or ch == "\n" else f"\x1b[48;5;{bg};30m{ch}\x1b[0m")
         body = "".join(out)
         keys = "  ".join(f"\x1b[48;5;{bg};30m {label} \x1b[0m" if bg else f" {label} "
                          for bg, label in zip(BACKGROUNDS, _bin_labels()))
-    else:  # a line of markers under each line of text: tabs kept so that they line up
+    else:  # a line of markers under each line of text
+        marks = codes.translate({k: m for k, m in enumerate(MARKERS)})
         lines, start = [], 0
         for line in probe.text.split("\n"):
-            marks = "".join("\t" if ch == "\t" else MARKERS[k]
-                            for ch, k in zip(line, bins[start:start + len(line)]))
-            lines.append(line if not marks.strip() else f"{line}\n{marks.rstrip()}")
+            under = _marker_line(line, marks[start:start + len(line)]).rstrip()
+            lines.append(f"{line}\n{under}" if under.strip() else line)
             start += len(line) + 1
         body = "\n".join(lines)
         keys = "  ".join(f"'{m}' {label}" for m, label in zip(MARKERS, _bin_labels()))
-    scored = [b for b in bits if b is not None]
-    legend = (f"surprise (bits): {keys}   mean {sum(scored) / len(scored):.3f} bits/char over "
+    scored = bits[1:]
+    legend = (f"surprise (bits): {keys}   mean {float(scored.mean()):.3f} bits/char over "
               f"{len(scored):,} predicted characters")
     text = body.rstrip("\n") + "\n\n" + legend + "\n"
     if top:
@@ -114,16 +133,19 @@ def _bin_labels() -> list[str]:
             for lo, hi in zip(lows, BINS)]
 
 
-def _surprising_points(probe, bits: list, top: int) -> str:
-    """The most surprising characters, each with its context and what the model expected."""
-    order = sorted((t for t, b in enumerate(bits) if b is not None), key=lambda t: -bits[t])
-    lines = [f"\nthe {min(POINTS, len(order))} most surprising characters, with the {top} "
+def _surprising_points(probe, bits, top: int) -> str:
+    """The most surprising characters, most surprising first (ties in text order), each with
+    its context and what the model expected. `bits`: a tensor, nan for the first character."""
+    import torch
+
+    order = (torch.sort(bits[1:], descending=True, stable=True).indices[:POINTS] + 1).tolist()
+    lines = [f"\nthe {len(order)} most surprising characters, with the {top} "
              f"the model expected:"]
-    for t in sorted(order[:POINTS]):
+    for t in order:
         before = probe.text[max(0, t - 20):t].replace("\n", "↵")
         expected = ", ".join(f"{_visible(c)!s} {p:.0%}" for c, p in probe.top(t)[:top])
-        lines.append(f"  {bits[t]:5.2f} bits at {t:>6}  …{before}[{_visible(probe.text[t])}]"
-                     f"  expected: {expected}")
+        lines.append(f"  {float(bits[t]):5.2f} bits at {t:>6}  …{before}"
+                     f"[{_visible(probe.text[t])}]  expected: {expected}")
     return "\n".join(lines) + "\n"
 
 

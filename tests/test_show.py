@@ -4,6 +4,7 @@ opened in a real headless browser."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 
@@ -11,7 +12,7 @@ import pytest
 
 from charrnn import cli
 
-from conftest import FOODCHAIN, run_cli
+from conftest import FOODCHAIN, peak_rss, run_cli
 from ptyutil import ESC, run_in_pty
 
 TEXT = "sharks feed on tuna.\ntuna feed on sea plants.\nmicrobes feed on fish."
@@ -36,6 +37,31 @@ def test_show_into_a_pipe_marks_surprise_under_each_line(tiny_run):
     assert lines[0] == "sharks feed on tuna."  # a line it knows by heart has no markers
     points = [line for line in lines if "bits at" in line]
     assert len(points) == 10 and all(line.count("%") == 3 for line in points)
+    bits = [float(line.split()[0]) for line in points]
+    assert bits == sorted(bits, reverse=True)  # the most surprising first
+
+
+def _probe(text: str, bits: list[float]):
+    """A Probe of `text` whose characters after the first cost `bits` each."""
+    import torch
+
+    from charrnn.probe import Probe
+
+    logprobs = torch.tensor([math.nan] + [-b * math.log(2) for b in bits])
+    chars = sorted(set(text))
+    return Probe(text, logprobs, torch.zeros(len(text), 2, dtype=torch.long),
+                 torch.full((len(text), 2), 0.5), chars)
+
+
+def test_markers_sit_under_their_characters_by_display_column():
+    """Wide (CJK) characters take two columns, tabs keep their place, a combining mark none."""
+    from charrnn.cli_view import terminal_view
+
+    text = "ab鲨鱼cd\n鱼\t鲨x\ne\u0301f"
+    surprising = {"c", "x", "f"}
+    bits = [9.0 if ch in surprising else 0.1 for ch in text[1:]]
+    lines = terminal_view(_probe(text, bits), color=False).split("\n")
+    assert lines[:6] == ["ab鲨鱼cd", "      #", "鱼\t鲨x", "  \t  #", "e\u0301f", " #"]
 
 
 def test_show_json_has_a_record_per_character(tiny_run):
@@ -65,6 +91,22 @@ def test_show_bad_input_is_one_error_line(tiny_run, tmp_path, capsys, args, mess
     err = capsys.readouterr().err.splitlines()
     assert exit_info.value.code == 2 and err[-1].startswith("error: ") and message in err[-1]
     assert not any(line.startswith("error") for line in err[:-1])
+
+
+def test_show_reads_a_long_text_in_chunks(tiny_run, tmp_path):
+    """Texts of 50,000 and 200,000 characters into a pipe: the longer one costs what is kept
+    per character (the text, its ids, each character's log-prob and top choices, its marker:
+    about 30 bytes), not the model's activations over all of it (3.2 KB a character when a
+    text was read in one piece)."""
+    text, peaks = FOODCHAIN.read_text(), {}
+    for chars in (50_000, 200_000):
+        source = tmp_path / f"text{chars}.txt"
+        source.write_text((text * (chars // len(text) + 1))[:chars])
+        code, peaks[chars] = peak_rss("show", "-c", str(tiny_run), str(source), "--top", "3",
+                                      "-q")
+        assert code == 0
+    per_char = (peaks[200_000] - peaks[50_000]) / 150_000
+    assert per_char < 100, f"{per_char:.0f} bytes a character"
 
 
 def _browser():
