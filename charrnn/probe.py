@@ -127,12 +127,12 @@ def probe_text(model, vocab: Vocab, text: str, device: torch.device, *, top_k: i
                 before = states[j]
                 out, states[j] = layer(x, before)  # (1, n, H): this layer's h at every step
                 if units:
-                    found[(j, "h")][start:end] = out[0]
+                    found[(j, "h")][start:end] = out[0].cpu()
                 if units and lstm:
                     h0, c0 = (None, None) if before is None else before
                     gates = lstm_gates(x[0], out[0], layer, c0=c0, h0=h0)
                     for kind, values in gates.items():
-                        found[(j, kind)][start:end] = values
+                        found[(j, kind)][start:end] = values.cpu()
                 x = out
             logp = torch.log_softmax(model.head(x[0]).float(), dim=-1)  # prediction for t + 1
             top_lp, top_i = logp.topk(k, dim=-1)
