@@ -3,6 +3,7 @@ and reports (the figures themselves are not asserted: they depend on the machine
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,37 @@ def test_bench_quick(tmp_path):
         for key in ("group", "name", "value", "unit", "reference", "ratio", "target", "met"):
             assert key in r, (r.get("name"), key)
         assert r["name"] in table
+
+
+def _gpu_checks(tmp_path, fail: str = "") -> subprocess.CompletedProcess:
+    """benchmarks/gpu_checks.sh with stand-ins for nvidia-smi and Python (no GPU needed): the
+    stand-in Python fails when its arguments match the extended regex `fail`, else succeeds."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    tools = {"nvidia-smi": "echo 'Stand-in GPU, 1 MiB'\n",
+             "python": 'if [ -n "$FAKE_FAIL" ] && echo "$*" | grep -Eq -- "$FAKE_FAIL"; then\n'
+                       '  echo "stand-in failure: $*" >&2; exit 3\nfi\n'}
+    for name, body in tools.items():
+        (bin_dir / name).write_text("#!/bin/sh\n" + body)
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "PYTHON": str(bin_dir / "python"), "OUT": str(tmp_path / "out"), "FAKE_FAIL": fail}
+    env.pop("DRY_RUN", None)
+    return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_checks.sh")], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_gpu_checks_exit_nonzero_and_name_the_failed_parts(tmp_path):
+    ok = _gpu_checks(tmp_path)
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    assert "failed" not in ok.stdout.lower()
+
+    res = _gpu_checks(tmp_path, fail="-m pytest|--only scaling")
+    assert res.returncode != 0, res.stdout[-2000:]
+    assert "== benchmark rows on the GPU" in res.stdout  # every part ran after the failures
+    summary = [line for line in res.stdout.splitlines() if line.startswith("== done")]
+    assert len(summary) == 1 and "FAILED" in summary[0], res.stdout[-2000:]
+    assert "cuda-marked tests" in summary[0] and "scaling row" in summary[0], summary
+    assert "precision" not in summary[0] and "machine" not in summary[0], summary  # only those
+    log = (tmp_path / "out" / "gpu-checks.log").read_text()
+    assert log.strip().splitlines()[-1] == summary[0]
