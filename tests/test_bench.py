@@ -101,3 +101,53 @@ def test_gpu_checks_exit_nonzero_and_name_the_failed_parts(tmp_path):
     assert "precision" not in summary[0] and "machine" not in summary[0], summary  # only those
     log = (tmp_path / "out" / "gpu-checks.log").read_text()
     assert log.strip().splitlines()[-1] == summary[0]
+
+
+def _paragraph(text: str, start: str) -> str:
+    """The paragraph of `text` that holds `start` (up to the next blank line)."""
+    at = text.index(start)
+    begin = text.rfind("\n\n", 0, at) + 2
+    end = text.find("\n\n", at)
+    return text[begin:end if end >= 0 else len(text)]
+
+
+def test_readme_scaling_figures_are_those_of_the_results_files():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    paragraph = _paragraph(readme, '`make bench BENCH_ARGS="--only scaling"`')
+    for name in ("cpu2-2026-11-30.json", "nvidia-h200-2026-11-30-scaling.json"):
+        report = json.loads((ROOT / "benchmarks" / "results" / name).read_text())
+        (r,) = [r for r in report["rows"] if r["group"] == "scaling"]
+        for figure in (f"{r['value']:,.0f}", f"{r['reference']:,.0f}", f"{r['ratio']:.2f} x",
+                       f"spread {r['spread']:.0%}"):
+            assert figure in paragraph, (name, figure, paragraph)
+
+
+def test_readme_precision_table_says_how_many_runs_it_is():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = _paragraph(readme, "| precision | chars/s")
+    paragraph = _paragraph(readme, readme[readme.index(table) + len(table):].lstrip()[:40])
+    log = (ROOT / "benchmarks" / "results" / "nvidia-h200-2026-11-30-gpu-checks.log").read_text()
+    fp32_rows = [line for line in log.splitlines() if line.startswith("| fp32 |")]
+    assert len(fp32_rows) == 1  # one run of each precision, fp32 first
+    assert "one run" in paragraph and "fp32 first" in paragraph, paragraph
+    for line in table.splitlines()[2:]:  # each row's figures are the log's
+        figures = [cell.strip() for cell in line.strip("|").split("|")][1:]
+        assert any(all(f.replace(",", "") in row.replace(",", "") for f in figures)
+                   for row in log.splitlines()), line
+
+
+def test_docs_make_no_stale_claims():
+    import re
+
+    from charrnn import checkpoint, device
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    bench_doc = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    # the number of cuda tests changes as tests are added: the text gives none
+    assert not re.search(r"\b\d+ `?cuda`?(-marked)? tests", readme)
+    # a claim about older checkpoint formats needs an older format
+    if checkpoint.FORMAT_VERSION == 1:
+        assert "older versions keep loading" not in readme
+    # the GPU precision the bench doc names is the one `auto` resolves to there
+    used = re.search(r"On a GPU both sides use charrnn's default precision \(([^)]*)\)",
+                     bench_doc.replace("\n", " "))
+    assert used and device.AUTO_PRECISION_CUDA in used.group(1) and "bf16" not in used.group(1)
