@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 ROWS = ["train lstm h128", "train gru h128", "train rnn h128", "sample b1 vs bare",
         "sample b32 vs bare", "sample b32 / b1", "sample b1 lean step (cpu)", "eval", "load first", "load cached",
+        "load cached: train to first step",
         "load peak memory", "load held memory", "load peak memory (UTF-8",
         "startup charrnn --help",
         "startup charrnn sample", "memory train h512"]
@@ -151,3 +153,21 @@ def test_docs_make_no_stale_claims():
     used = re.search(r"On a GPU both sides use charrnn's default precision \(([^)]*)\)",
                      bench_doc.replace("\n", " "))
     assert used and device.AUTO_PRECISION_CUDA in used.group(1) and "bf16" not in used.group(1)
+
+
+def test_seconds_to_first_step_times_a_command_until_its_first_logged_step(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from harness.load import seconds_to_first_step
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    metrics = tmp_path / "metrics.jsonl"
+    writer = ("import pathlib, sys, time; time.sleep(0.3); "
+              "pathlib.Path(sys.argv[1]).write_text('{\"step\": 1}\\n'); time.sleep(60)")
+    t0 = time.perf_counter()
+    seconds = seconds_to_first_step([sys.executable, "-c", writer, str(metrics)], metrics,
+                                    dict(os.environ))
+    assert 0.3 <= seconds < 10 and time.perf_counter() - t0 < 20  # the command was then killed
+    with pytest.raises(RuntimeError, match="exited 3 before its first step"):
+        seconds_to_first_step([sys.executable, "-c", "raise SystemExit(3)"],
+                              tmp_path / "none.jsonl", dict(os.environ))
