@@ -150,6 +150,9 @@ def test_docs_make_no_stale_claims():
     if checkpoint.FORMAT_VERSION == 1:
         assert "older versions keep loading" not in readme
     # the GPU precision the bench doc names is the one `auto` resolves to there
+    # the demo's time says under what load it holds
+    demo = _paragraph(readme, "`make demo` trains in")
+    assert "idle" in demo and "loaded" in demo and "--threads 1" in demo, demo
     used = re.search(r"On a GPU both sides use charrnn's default precision \(([^)]*)\)",
                      bench_doc.replace("\n", " "))
     assert used and device.AUTO_PRECISION_CUDA in used.group(1) and "bf16" not in used.group(1)
