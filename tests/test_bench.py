@@ -14,7 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 ROWS = ["train lstm h128", "train gru h128", "train rnn h128", "sample b1 vs bare",
-        "sample b32 vs bare", "sample b32 / b1", "sample b1 lean step (cpu)", "eval", "load first", "load cached",
+        "sample b32 vs bare", "sample b32 / b1", "sample b1 lean step (cpu)", "sample b1 vs lean bare step",
+        "eval", "load first", "load cached",
         "load cached: train to first step",
         "load peak memory", "load held memory", "load peak memory (UTF-8",
         "startup charrnn --help",
@@ -149,10 +150,10 @@ def test_docs_make_no_stale_claims():
     # a claim about older checkpoint formats needs an older format
     if checkpoint.FORMAT_VERSION == 1:
         assert "older versions keep loading" not in readme
-    # the GPU precision the bench doc names is the one `auto` resolves to there
     # the demo's time says under what load it holds
     demo = _paragraph(readme, "`make demo` trains in")
     assert "idle" in demo and "loaded" in demo and "--threads 1" in demo, demo
+    # the GPU precision the bench doc names is the one `auto` resolves to there
     used = re.search(r"On a GPU both sides use charrnn's default precision \(([^)]*)\)",
                      bench_doc.replace("\n", " "))
     assert used and device.AUTO_PRECISION_CUDA in used.group(1) and "bf16" not in used.group(1)
@@ -174,3 +175,23 @@ def test_seconds_to_first_step_times_a_command_until_its_first_logged_step(tmp_p
     with pytest.raises(RuntimeError, match="exited 3 before its first step"):
         seconds_to_first_step([sys.executable, "-c", "raise SystemExit(3)"],
                               tmp_path / "none.jsonl", dict(os.environ))
+
+
+def test_lean_bare_sampling_step_computes_what_the_module_computes():
+    import torch
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from harness.common import bare_model_class
+        from harness.sample import LeanBareStep
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    torch.manual_seed(0)
+    bare = bare_model_class()("lstm", 11, 8, 16, 2).eval()
+    ids = torch.randint(0, 11, (1, 12))
+    with torch.inference_mode():
+        want, _ = bare(ids)
+        logits, hidden = bare(ids[:, :4])
+        step = LeanBareStep(bare, hidden, temperature=0.5)
+        for t in range(4, 12):
+            got = step.step(ids[0, t:t + 1])
+            assert torch.allclose(got, want[:, t] / 0.5, atol=1e-5), t

@@ -2,9 +2,9 @@
 
 Rows: first-load speed, cached-load time, the time a cached `charrnn train` command takes from
 its start to its first step (next to the same command on a tiny text), and the peak and held
-memory per character, measured from /proc/self/status (the peak VmHWM is reset to the current RSS first, through
-/proc/self/clear_refs, so it is the load's own; a tiny load first pays torch's fixed start-up
-costs). An ASCII text, and a UTF-8 text whose vocab is
+memory per character, measured from /proc/self/status (the peak VmHWM is reset to the current
+RSS first, through /proc/self/clear_refs, so it is the load's own; a tiny load first pays
+torch's fixed start-up costs). An ASCII text, and a UTF-8 text whose vocab is
 about 5,000 characters (2-byte ids), where loading may take at most 3 bytes per character.
 """
 
