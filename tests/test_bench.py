@@ -172,9 +172,12 @@ def test_seconds_to_first_step_times_a_command_until_its_first_logged_step(tmp_p
     seconds = seconds_to_first_step([sys.executable, "-c", writer, str(metrics)], metrics,
                                     dict(os.environ))
     assert 0.3 <= seconds < 10 and time.perf_counter() - t0 < 20  # the command was then killed
-    with pytest.raises(RuntimeError, match="exited 3 before its first step"):
+    with pytest.raises(RuntimeError, match=r"no step logged \(exit code 3\)"):
         seconds_to_first_step([sys.executable, "-c", "raise SystemExit(3)"],
                               tmp_path / "none.jsonl", dict(os.environ))
+    with pytest.raises(RuntimeError, match="'[(]cached[)]' not in its log"):  # a cache miss
+        seconds_to_first_step([sys.executable, "-c", writer.replace("60", "0"), str(metrics)],
+                              metrics, dict(os.environ), expect="(cached)")
 
 
 def test_lean_bare_sampling_step_computes_what_the_module_computes():

@@ -95,24 +95,31 @@ def _loaded_twice(ctx: Context, name: str, wide: bool):
         path.unlink()
 
 
-def seconds_to_first_step(argv: list[str], metrics: Path, env: dict,
+def seconds_to_first_step(argv: list[str], metrics: Path, env: dict, expect: str = "",
                           timeout: float = 300.0) -> float:
     """Wall time of the command `argv` from its start until `metrics` (its metrics.jsonl) holds
-    a first line, i.e. its first training step is logged; the process is then killed."""
+    a first line, i.e. its first training step is logged; the process is then killed. Its
+    stderr must hold `expect`."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seconds = None
     try:
-        while time.perf_counter() - t0 < timeout:
+        while seconds is None and time.perf_counter() - t0 < timeout:
             if metrics.exists() and metrics.read_bytes().strip():
-                return time.perf_counter() - t0
-            if proc.poll() is not None:
-                raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode} before its "
-                                   f"first step:\n{proc.stderr.read().decode(errors='replace')}")
-            time.sleep(0.005)
-        raise RuntimeError(f"{' '.join(argv)}: no step logged in {timeout:.0f} s")
+                seconds = time.perf_counter() - t0
+            elif proc.poll() is not None:
+                break
+            else:
+                time.sleep(0.005)
     finally:
         proc.kill()
-        proc.communicate()
+        err = proc.communicate()[1].decode(errors="replace")
+    if seconds is None:
+        raise RuntimeError(f"{' '.join(argv)}: no step logged (exit code {proc.returncode}):"
+                           f"\n{err}")
+    if expect not in err:
+        raise RuntimeError(f"{' '.join(argv)}: {expect!r} not in its log:\n{err}")
+    return seconds
 
 
 def _first_step_argv(ctx: Context, text: Path, out: Path) -> list[str]:
@@ -124,7 +131,7 @@ def _first_step_argv(ctx: Context, text: Path, out: Path) -> list[str]:
                      "eval_every": 10 ** 9, "save_every": 10 ** 9}}
     path = ctx.tmp / "first-step.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return ctx.charrnn_cmd() + ["train", str(path), "--out", str(out), "--quiet",
+    return ctx.charrnn_cmd() + ["train", str(path), "--out", str(out),
                                 "--threads", str(ctx.threads), "--device", ctx.args.device]
 
 
@@ -137,8 +144,9 @@ def _first_step_times(ctx: Context, text: Path, cache: Path) -> tuple[list, list
     for r in range(ctx.s["startup_repeats"]):
         for side, path in (("big", text), ("tiny", tiny)):
             out = ctx.tmp / f"first-step-{side}-{r}"
-            got[side].append(seconds_to_first_step(_first_step_argv(ctx, path, out),
-                                                   out / "metrics.jsonl", env))
+            got[side].append(seconds_to_first_step(  # the big text's ids from the cache
+                _first_step_argv(ctx, path, out), out / "metrics.jsonl", env,
+                expect="(cached)" if side == "big" else ""))
     log(f"load: cached train command to its first step {median(got['big']):.2f} s, on a "
         f"20 KB text {median(got['tiny']):.2f} s")
     return got["big"], got["tiny"], tiny.stat().st_size
