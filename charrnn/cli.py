@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import signal
 import sys
@@ -170,12 +171,14 @@ def train_cmd(
     best = (f"; best val loss {result.best_val_loss:.4f}"
             if result.best_val_loss is not None else "")
     if result.finished_before:  # nothing to do, which is not an error: a rerun job ends here
-        budget = ("its time budget (--max-minutes)" if result.stopped_by == "max_minutes"
-                  else "its budget (--max-steps)")
+        if result.stopped_by == "max_minutes":  # one more budget beyond the time spent
+            minutes = result.elapsed_seconds / 60 + cfg.train.max_minutes
+            budget, flag = "its time budget", f"--max-minutes {_round_up(minutes)}"
+        else:
+            budget, flag = "its budget", f"--max-steps {max(2 * result.step, 1)}"
         reporter.info(f"{result.run_dir} is already finished at step {result.step}{best}; "
                       f"nothing was trained. To train it further, raise {budget}, e.g. "
-                      f"charrnn train --resume {result.run_dir} --max-steps "
-                      f"{max(2 * result.step, 1)}")
+                      f"charrnn train --resume {result.run_dir} {flag}")
         return
     if result.stopped_by == "interrupt":
         reporter.info(f"interrupted at step {result.step}: saved {result.run_dir / 'last.pt'}; "
@@ -183,6 +186,12 @@ def train_cmd(
         raise typer.Exit(130)
     why = " (time budget reached)" if result.stopped_by == "max_minutes" else ""
     reporter.info(f"done at step {result.step}{why}{best}; checkpoints in {result.run_dir}")
+
+
+def _round_up(value: float) -> str:
+    """`value` to three significant figures, rounded up (a budget that must exceed it)."""
+    scale = 10 ** (math.floor(math.log10(value)) - 2)
+    return f"{math.ceil(value / scale - 1e-9) * scale:.12g}"
 
 
 def _check_extra_args(config: Optional[Path], data: Optional[str], extra: List[str]) -> None:

@@ -65,16 +65,38 @@ def check_not_behind(state: dict, out: Path) -> None:
                           f"into a new folder with --out NEW_DIR, or go back here with --force")
 
 
-def check_budget(state: dict, cfg: Config) -> bool:
-    """Whether the run's budget is already spent (nothing to do); a max_steps below the step
-    reached is an error. `max_minutes` counts the training time of every session of the run."""
+def check_budget(state: dict, cfg: Config) -> str | None:
+    """The budget already spent ("max_steps" or "max_minutes": nothing to do), or None; a
+    max_steps below the step reached is an error. `max_minutes` counts the training time of
+    every session of the run."""
     t, step = cfg.train, state["step"]
     if t.max_steps < step:
         raise RunDirError(f"cannot resume {state['path']} with max_steps {t.max_steps:,} "
                           f"(--max-steps): the run has already reached step {step:,}; give a "
                           f"larger budget to continue it")
-    spent = t.max_minutes is not None and state.get("elapsed_seconds", 0.0) >= t.max_minutes * 60
-    return step == t.max_steps or spent
+    if step == t.max_steps:
+        return "max_steps"
+    if t.max_minutes is not None and state.get("elapsed_seconds", 0.0) >= t.max_minutes * 60:
+        return "max_minutes"
+    return None
+
+
+def best_of_branch(state: dict) -> Path | None:
+    """The checkpoint holding the best validation loss that a branch from checkpoint `state`
+    starts with: the best.pt beside it, if that is no later than `state` and holds its best
+    loss (a later best.pt, from after the branch point, is not the branch's)."""
+    best = Path(state["path"]).with_name("best.pt")
+    if state.get("best_val_loss") is None or not best.is_file():
+        return None
+    if best.resolve() == Path(state["path"]).resolve():
+        return best
+    try:
+        saved = load_checkpoint(best)
+    except CharRNNError:
+        return None
+    same = (saved["step"] <= state["step"]
+            and saved.get("best_val_loss") == state["best_val_loss"])
+    return best if same else None
 
 
 def check_vocab(saved: list[str], vocab: Vocab, source: str) -> None:

@@ -33,11 +33,12 @@ from charrnn.distributed import Group, joined
 from charrnn.errors import RunDirError, TrainingFailed
 from charrnn.evaluate import validation_loss
 from charrnn.models import build_model, check_model_type, count_parameters, detach_hidden
-from charrnn.preview import Previewer
-from charrnn.resume import (check_budget, check_not_behind, check_resume_compatible,
-                            check_same_text, check_vocab, text_fingerprint)
-from charrnn.rundir import (MetricsLog, RunLock, check_new_run, check_out_dir, clear_run,
-                            run_dir_made, same_dir)
+from charrnn.preview import Previewer, check_preview
+from charrnn.resume import (best_of_branch, check_budget, check_not_behind,
+                            check_resume_compatible, check_same_text, check_vocab,
+                            text_fingerprint)
+from charrnn.rundir import (METRICS_NAME, MetricsLog, RunLock, check_new_run, check_out_dir,
+                            clear_run, run_dir_made, same_dir, start_branch)
 from charrnn.schedule import Plan, describe, lr_at, replan
 
 EventFn = Callable[[str, dict], None]
@@ -115,24 +116,24 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
         raise RunDirError(f"--out {out} is a file, not a directory")
     # a new run, or a branch of a resumed one into a folder of its own
     new_dir = checkpoint is None or not same_dir(out, checkpoint.parent)
-    if group.main:  # rank 0 alone checks, creates, locks and writes the run directory
-        if new_dir:  # refused at once, before a large corpus is read
-            check_out_dir(out, cfg.data.path)
-            check_new_run(out, force)
+    # rank 0 alone checks, creates, locks and writes the run directory; every input is checked
+    # before anything in it is changed, so a refused run leaves the old one as it was
+    if group.main and new_dir:
+        check_out_dir(out, cfg.data.path)
     with run_dir_made(out) if group.main else nullcontext(), \
             RunLock(out) if group.main else nullcontext():  # before anything of the run is read
         state, changes, notes, start = None, [], [], None
-        if group.main and new_dir:
-            check_new_run(out, force)
+        if group.main and new_dir:  # refused at once, before a large corpus is read; after
+            check_new_run(out, force)  # the lock, so that a run in use is called so
         if checkpoint is not None:
             state = require_resumable(load_checkpoint(checkpoint))
             changes = check_resume_compatible(state["config"], cfg)
             if not new_dir and not force:
                 check_not_behind(state, out)
-            if check_budget(state, cfg):
+            spent = check_budget(state, cfg)
+            if spent:
                 return TrainResult(out, state["step"], state.get("train_loss"),
-                                   state.get("val_loss"), state.get("best_val_loss"),
-                                   state.get("stopped_by") or "max_steps",
+                                   state.get("val_loss"), state.get("best_val_loss"), spent,
                                    state.get("elapsed_seconds", 0.0), finished_before=True)
         device = group.device
         precision = resolve_precision(cfg.train.precision, device)
@@ -145,6 +146,7 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
         if state is not None:
             corpus = finetune.widen(corpus, state["vocab"], cfg.data.val_fraction)
             check_vocab(state["vocab"], corpus.vocab, corpus.source)
+        check_preview(cfg, corpus.vocab)
         # the ids move to the device once (1 byte per character), so no step copies a batch
         batcher = StreamBatcher(corpus.train.to(device), cfg.train.batch_size, cfg.train.seq_len)
         data = {**text_fingerprint(corpus.ids),
@@ -155,18 +157,24 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
             if warning:
                 state["hidden"] = None
                 notes.append(warning)
-        if group.main:
+
+        def begin_writing() -> None:
+            """Called once every input has been checked: only then is the folder changed."""
             if new_dir and force:
                 clear_run(out)
+            if new_dir and state is not None:  # a branch: its history up to the branch point
+                start_branch(out, checkpoint, state["step"], best_of_branch(state))
             save_config(cfg, out / "config.yaml")
+
         return _run(cfg, out, corpus, batcher, data, state, group, precision, threads, emit,
-                    should_stop, changes, notes, start.weights if start else None)
+                    should_stop, changes, notes, start.weights if start else None,
+                    begin_writing if group.main else lambda: None)
 
 
 def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: dict,
          state: dict | None, group: Group, precision: str, threads: int, emit: EventFn,
          should_stop: Callable[[], bool], changes: list[str], notes: list[str],
-         init_weights: dict | None = None) -> TrainResult:
+         init_weights: dict | None, begin_writing: Callable[[], None]) -> TrainResult:
     t, device, rows = cfg.train, group.device, group.rows(cfg.train.batch_size)
     seed_everything(t.seed)
     model = build_model(cfg.model, len(corpus.vocab))
@@ -199,8 +207,9 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
         if plan != saved_plan:
             plan_note = describe(plan, cfg)
     forward = group.wrap(model)  # the model itself, or DDP around it
+    begin_writing()
     resume_step = step if state is not None else None
-    metrics, previewer = ((MetricsLog(out / "metrics.jsonl", resume_step=resume_step),
+    metrics, previewer = ((MetricsLog(out / METRICS_NAME, resume_step=resume_step),
                            Previewer(cfg, corpus.vocab, device, out, resume_step))
                           if group.main else (None, None))  # rank 0 alone logs
     emit("start", {"run_dir": str(out), "device": str(device), "threads": threads,

@@ -90,6 +90,9 @@ BAD_INPUT = [
      "one training window needs batch_size x seq_len + 1 = 513"),
     ("not-utf8", lambda t, r: ["train", str(TINY), "--data", _write(t, "b.txt", b"ab\xffcd" * 200)],
      "invalid byte 0xff at byte offset 2"),
+    ("preview-prime-unknown",  # refused only once the text is read: the run is still kept
+     lambda t, r: ["train", str(TINY), "--set", 'sample.preview_prime="§"'],
+     "sample.preview_prime has characters the training text lacks: '§'"),
     ("set-without-equals", lambda t, r: ["train", str(TINY), "--set", "train.lr"],
      "expected SECTION.KEY=VALUE"),
     ("checkpoint-missing", lambda t, r: ["sample", "-c", str(t / "none.pt")],
