@@ -95,8 +95,8 @@ def train_cmd(
                                     "(sets train.max_minutes)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (sets train.seed)."),
     threads: Optional[int] = typer.Option(
-        None, "--threads", help="CPU threads (sets train.threads; default: the cores this "
-                                "process may use)."),
+        None, "--threads", help="CPU threads (sets train.threads; default: the count "
+                                "measured fastest for this model on this machine)."),
     resume: Optional[str] = typer.Option(
         None, "--resume", "-r", metavar="RUN_DIR|CKPT",
         help="Continue a run from its last.pt (or the checkpoint given), exactly where it "
@@ -109,6 +109,10 @@ def train_cmd(
     force: bool = typer.Option(False, "--force",
                                help="Start over in a run directory that already holds a run, "
                                     "deleting its checkpoints."),
+    reprobe: bool = typer.Option(False, "--reprobe",
+                                 help="Measure this machine's training speed anew instead of "
+                                      "reusing the cached measurement (it chooses the CPU "
+                                      "threads where train.threads is null)."),
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Train a model as CONFIG says, writing checkpoints to its run directory.
@@ -162,7 +166,8 @@ def train_cmd(
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = train(cfg, resume=resume, run_dir=out, force=force, init_from=init_from,
-                       on_event=reporter.training_event, should_stop=lambda: stop["requested"])
+                       on_event=reporter.training_event, should_stop=lambda: stop["requested"],
+                       reprobe=reprobe)
     finally:
         reporter.close()
         for s, handler in previous.items():

@@ -87,7 +87,8 @@ class TrainConfig:
     device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps")
     precision: str = _opt("auto", "auto (fp32; on CUDA with TF32), fp32, fp16 or bf16 (CUDA only)",
                           choices=("auto", "fp32", "fp16", "bf16"))
-    threads: Optional[int] = _opt(None, "CPU threads (null: the cores this process may use)", min=1)
+    threads: Optional[int] = _opt(None, "CPU threads (null: the count measured fastest for "
+                                        "this model here, cached; see --reprobe)", min=1)
     seed: int = _opt(1337, "seed for weights, dropout and sampling", min=0, max=SEED_MAX)
     sample_every: Optional[int] = _opt(None, "a short sample every N steps (null: every "
                                              "eval_every; 0: none)", min=0)
