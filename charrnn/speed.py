@@ -170,25 +170,38 @@ def thread_candidates() -> list[int]:
     return sorted(counts)
 
 
+def _measured(shape: Shape, device: torch.device, counts: list[int | None],
+              reprobe: bool) -> tuple[dict[int | None, float], bool]:
+    """Seconds per step of `shape` with each thread count (None: as the process is set),
+    from the cache where it holds them; whether every one came from the cache."""
+    table = _load_table()
+    entries = table["machines"].setdefault(machine_key(device), {}).setdefault(shape.key, {})
+    label = lambda n: "default" if n is None else str(n)  # noqa: E731
+    seconds = {n: entries[label(n)] for n in counts if label(n) in entries and not reprobe}
+    missing = [n for n in counts if n not in seconds]
+    for n in missing:
+        seconds[n] = time_step(shape, device, n)
+        if math.isfinite(seconds[n]):
+            entries[label(n)] = seconds[n]
+    if missing:
+        _save_table(table)
+    return seconds, not missing
+
+
+def step_seconds(shape: Shape, device: torch.device, threads: int | None = None, *,
+                 reprobe: bool = False) -> float:
+    """Seconds per training step of `shape` on `device`, measured once and cached."""
+    return _measured(shape, device, [threads], reprobe)[0][threads]
+
+
 def choose_threads(shape: Shape, *, reprobe: bool = False,
                    candidates: list[int] | None = None) -> ThreadChoice:
     """The CPU thread count that trains `shape` fastest here, measured once and cached."""
-    device = torch.device("cpu")
     candidates = candidates or thread_candidates()
     if len(candidates) == 1:  # one core: nothing to measure
         return ThreadChoice(candidates[0], {}, cached=True)
-    table = _load_table()
-    entry = table["machines"].setdefault(machine_key(device), {}).get(shape.key, {})
-    seconds = {int(n): s for n, s in entry.items()} if not reprobe else {}
-    missing = [n for n in candidates if n not in seconds]
-    for n in missing:
-        seconds[n] = time_step(shape, device, n)
-    if missing:
-        table["machines"][machine_key(device)][shape.key] = {
-            str(n): s for n, s in seconds.items() if math.isfinite(s)}
-        _save_table(table)
-    measured = {n: seconds[n] for n in candidates}
+    measured, cached = _measured(shape, torch.device("cpu"), candidates, reprobe)
     fastest = min(measured.values())
     # within the noise of the fastest, fewer threads: they leave the other cores free
     best = min(n for n in candidates if measured[n] <= fastest * (1 + TIE))
-    return ThreadChoice(best, measured, cached=not missing)
+    return ThreadChoice(best, measured, cached=cached)

@@ -33,6 +33,7 @@ from charrnn.distributed import Group, joined
 from charrnn.errors import RunDirError, TrainingFailed
 from charrnn.evaluate import validation_loss
 from charrnn.models import build_model, check_model_type, count_parameters, detach_hidden
+from charrnn.planner import plan_run
 from charrnn.preview import Previewer
 from charrnn.resume import (check_budget, check_not_behind, check_resume_compatible,
                             check_same_text, check_vocab, text_fingerprint)
@@ -86,7 +87,8 @@ def _hidden_to(hidden, device):
 def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
           force: bool = False, on_event: EventFn | None = None,
           should_stop: Callable[[], bool] | None = None,
-          init_from: str | None = None, reprobe: bool = False) -> TrainResult:
+          init_from: str | None = None, reprobe: bool = False,
+          user_keys: frozenset[str] = frozenset()) -> TrainResult:
     """Train a model as `cfg` says; checkpoints go to the run directory.
 
     Under torchrun every process calls this, and they train one model together (see
@@ -99,6 +101,8 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
         init_from: a run or checkpoint whose weights a new run starts from (fine-tuning).
         reprobe: measure this machine's speed anew rather than reuse its cached measurement
             (where `train.threads` is null, the thread count is the fastest measured).
+        user_keys: the `section.key`s the user set; with `train.plan`, a new run plans the
+            others (charrnn.planner) and saves the planned config.
         on_event: receives ("start" | "step" | "eval" | "save" | "sample" | "note", info dict).
         should_stop: polled between steps; when it returns True, `last.pt` is written and the
             result says `stopped_by="interrupt"`.
@@ -106,12 +110,12 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
     check_model_type(cfg.model.type)
     with joined(cfg.train.device, cfg.train.batch_size) as group:
         return _train(cfg, group, resume, run_dir, force, on_event or (lambda kind, info: None),
-                      should_stop or (lambda: False), init_from, reprobe)
+                      should_stop or (lambda: False), init_from, reprobe, user_keys)
 
 
 def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, force: bool,
            emit: EventFn, should_stop: Callable[[], bool], init_from: str | None,
-           reprobe: bool = False) -> TrainResult:
+           reprobe: bool = False, user_keys: frozenset[str] = frozenset()) -> TrainResult:
     checkpoint = resolve_checkpoint(resume, prefer="last") if resume is not None else None
     out = Path(run_dir or (checkpoint.parent if checkpoint else cfg.train.out_dir))
     cfg = replace(cfg, train=replace(cfg.train, out_dir=str(out)))
@@ -148,6 +152,8 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
         if state is not None:
             corpus = finetune.widen(corpus, state["vocab"], cfg.data.val_fraction)
             check_vocab(state["vocab"], corpus.vocab, corpus.source)
+        if cfg.train.plan and state is None:  # a resume never plans again
+            cfg = _planned(cfg, corpus, group, user_keys, reprobe, notes)
         threads = group.cpu_threads(cfg.train.threads)
         if threads is None and device.type == "cpu":  # null: the count measured fastest
             choice = choose_threads(Shape.of(cfg, len(corpus.vocab)), reprobe=reprobe)
@@ -170,6 +176,18 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
             save_config(cfg, out / "config.yaml")
         return _run(cfg, out, corpus, batcher, data, state, group, precision, threads, emit,
                     should_stop, changes, notes, start.weights if start else None)
+
+
+def _planned(cfg: Config, corpus: Corpus, group: Group, user_keys: frozenset[str],
+             reprobe: bool, notes: list) -> Config:
+    """The config planned for this text, device and budget: rank 0 plans, every rank uses it."""
+    plan = None
+    if group.main:
+        plan = plan_run(cfg, set(user_keys), train_chars=len(corpus.train),
+                        text_chars=len(corpus.ids), vocab_size=len(corpus.vocab),
+                        device=group.device, reprobe=reprobe)
+        notes.append({"message": "\n".join(plan.describe()), "warning": False})
+    return group.share(plan.config if plan else None)
 
 
 def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: dict,
