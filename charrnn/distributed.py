@@ -95,7 +95,7 @@ class Group:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
         return max(1, available_cores() // local)
 
-    def share(self, obj):
+    def share_object(self, obj):
         """Rank 0's `obj` on every rank (a planned config: one plan, however many ranks)."""
         if not self.launched:
             return obj

@@ -187,7 +187,7 @@ def _planned(cfg: Config, corpus: Corpus, group: Group, user_keys: frozenset[str
                         text_chars=len(corpus.ids), vocab_size=len(corpus.vocab),
                         device=group.device, reprobe=reprobe)
         notes.append({"message": "\n".join(plan.describe()), "warning": False})
-    return group.share(plan.config if plan else None)
+    return group.share_object(plan.config if plan else None)
 
 
 def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: dict,
