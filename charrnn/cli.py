@@ -30,6 +30,7 @@ from charrnn.cli_common import (CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, 
 from charrnn.cli_data import data_app
 from charrnn.cli_export import export_cmd
 from charrnn.cli_plan import plan_cmd
+from charrnn.cli_tune import tune_cmd
 from charrnn.cli_sample import sample_cmd
 from charrnn.cli_view import plot_cmd, show_cmd
 from charrnn.errors import CharRNNError, DataError
@@ -200,6 +201,7 @@ def _check_extra_args(config: Optional[Path], data: Optional[str], extra: List[s
 app.command("sample")(sample_cmd)
 app.command("export")(export_cmd)
 app.command("plan")(plan_cmd)
+app.command("tune")(tune_cmd)
 
 
 # ------------------------------------------------------------------------------------ eval
