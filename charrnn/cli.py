@@ -26,9 +26,12 @@ except ImportError:  # pragma: no cover - older typer on top of click
 
 from charrnn import __version__
 from charrnn.cli_common import (CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, choose_checkpoint,
-                                decode_escapes, load_model, make_reporter, naming_checkpoint)
+                                decode_escapes, flag_overrides, load_model, make_reporter,
+                                naming_checkpoint, train_config)
 from charrnn.cli_data import data_app
 from charrnn.cli_export import export_cmd
+from charrnn.cli_plan import plan_cmd
+from charrnn.cli_tune import tune_cmd
 from charrnn.cli_sample import sample_cmd
 from charrnn.cli_view import plot_cmd, show_cmd
 from charrnn.errors import CharRNNError, DataError
@@ -96,8 +99,8 @@ def train_cmd(
                                     "(sets train.max_minutes)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (sets train.seed)."),
     threads: Optional[int] = typer.Option(
-        None, "--threads", help="CPU threads (sets train.threads; default: the cores this "
-                                "process may use)."),
+        None, "--threads", help="CPU threads (sets train.threads; default: the count "
+                                "measured fastest for this model on this machine)."),
     resume: Optional[str] = typer.Option(
         None, "--resume", "-r", metavar="RUN_DIR|CKPT",
         help="Continue a run from its last.pt (or the checkpoint given), exactly where it "
@@ -110,38 +113,29 @@ def train_cmd(
     force: bool = typer.Option(False, "--force",
                                help="Start over in a run directory that already holds a run, "
                                     "deleting its checkpoints."),
+    reprobe: bool = typer.Option(False, "--reprobe",
+                                 help="Measure this machine's training speed anew instead of "
+                                      "reusing the cached measurement (it chooses the CPU "
+                                      "threads where train.threads is null)."),
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Train a model as CONFIG says, writing checkpoints to its run directory.
 
     Example: charrnn train configs/tiny.yaml --set model.type=gru --out runs/gru
     """
-    from charrnn.config import check_flag, default_config, load_config
-
     _check_extra_args(config, data, ctx.args)
-    sets = list(overrides) + (["data.corpus=null"] if data is not None else [])  # --data wins
-    if data not in (None, "-"):
-        data = os.path.abspath(data)  # from the current folder, whatever the config
-    for flag, key, value in (("--data", "data.path", data), ("--out", "train.out_dir", out),
-                             ("--device", "train.device", device),
-                             ("--max-steps", "train.max_steps", max_steps),
-                             ("--max-minutes", "train.max_minutes", max_minutes),
-                             ("--seed", "train.seed", seed), ("--threads", "train.threads", threads)):
-        if value is not None:
-            check_flag(flag, key, value)  # so that its error names the flag, not the file
-            sets.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
+    flags = {"--data": data, "--out": out, "--device": device, "--max-steps": max_steps,
+             "--max-minutes": max_minutes, "--seed": seed, "--threads": threads}
+    sets = flag_overrides(overrides, flags)  # a flag's error names the flag
     if init_from is not None and resume is not None:
         raise cli_errors.UsageError("--init-from starts a new run and --resume continues one: "
                                     "give one")
     if config is None and resume is None and data is None:
-        raise cli_errors.UsageError("give a CONFIG file, --data TEXT to train with every "
-                                    "default, or --resume RUN_DIR to continue a run")
-    if config is None and init_from is not None:  # no config: the checkpoint's model shape
-        from charrnn.finetune import shape_overrides
-        sets = shape_overrides(init_from) + sets
+        raise cli_errors.UsageError("give a CONFIG file, --data TEXT to train a planned run, "
+                                    "or --resume RUN_DIR to continue a run")
     # the config is read before torch is imported, so that its errors come at once
-    cfg = (load_config(config, sets) if config is not None
-           else default_config(sets) if resume is None else None)
+    cfg, user_keys = (train_config(config, sets, init_from) if resume is None
+                      else (None, frozenset()))
     from charrnn.train import config_from_checkpoint, train
     if cfg is None:
         cfg = config_from_checkpoint(resume, sets)
@@ -163,7 +157,8 @@ def train_cmd(
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = train(cfg, resume=resume, run_dir=out, force=force, init_from=init_from,
-                       on_event=reporter.training_event, should_stop=lambda: stop["requested"])
+                       on_event=reporter.training_event, should_stop=lambda: stop["requested"],
+                       reprobe=reprobe, user_keys=user_keys)
     finally:
         reporter.close()
         for s, handler in previous.items():
@@ -214,6 +209,8 @@ def _check_extra_args(config: Optional[Path], data: Optional[str], extra: List[s
 
 app.command("sample")(sample_cmd)
 app.command("export")(export_cmd)
+app.command("plan")(plan_cmd)
+app.command("tune")(tune_cmd)
 
 
 # ------------------------------------------------------------------------------------ eval

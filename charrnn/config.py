@@ -87,8 +87,11 @@ class TrainConfig:
     device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps")
     precision: str = _opt("auto", "auto (fp32; on CUDA with TF32), fp32, fp16 or bf16 (CUDA only)",
                           choices=("auto", "fp32", "fp16", "bf16"))
-    threads: Optional[int] = _opt(None, "CPU threads (null: the cores this process may use)", min=1)
+    threads: Optional[int] = _opt(None, "CPU threads (null: the count measured fastest for "
+                                        "this model here, cached; see --reprobe)", min=1)
     seed: int = _opt(1337, "seed for weights, dropout and sampling", min=0, max=SEED_MAX)
+    plan: bool = _opt(False, "plan the model and train keys this config leaves unset from the "
+                             "text, the measured speed and the budget (charrnn plan shows how)")
     sample_every: Optional[int] = _opt(None, "a short sample every N steps (null: every "
                                              "eval_every; 0: none)", min=0)
 
@@ -266,6 +269,15 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             body = merged[section] = {}
         body[key] = value
     return merged
+
+
+def set_keys(path: str | Path | None, overrides: list[str] = ()) -> frozenset[str]:
+    """The `section.key`s a user set: in the config file, by --set or by a flag (which the
+    command line turns into overrides). A planned run leaves them as they are."""
+    raw = read_yaml(path) if path is not None else {}
+    keys = {f"{section}.{key}" for section, body in raw.items() if isinstance(body, dict)
+            for key in body}
+    return frozenset(keys | {".".join(parse_override(text)[0]) for text in overrides})
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -95,6 +95,14 @@ class Group:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
         return max(1, available_cores() // local)
 
+    def share_object(self, obj):
+        """Rank 0's `obj` on every rank (a planned config: one plan, however many ranks)."""
+        if not self.launched:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, group=self.flags_group)
+        return box[0]
+
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module to train: DistributedDataParallel under torchrun (it averages gradients)."""
         if not self.launched:

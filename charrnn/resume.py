@@ -27,7 +27,7 @@ RESUMABLE = {
     "train.log_every", "train.skip_nonfinite", "train.out_dir", "train.device",
     "train.precision", "train.threads", "train.grad_clip", "train.weight_decay",
     "sample.length", "sample.temperature", "sample.top_k", "sample.top_p",
-    "train.sample_every", "sample.preview_length", "sample.preview_prime",
+    "train.sample_every", "sample.preview_length", "sample.preview_prime", "train.plan",
 }
 
 
@@ -37,7 +37,7 @@ def _flatten(cfg_dict: dict) -> dict:
 
 def check_resume_compatible(old: dict, new: Config) -> list[str]:
     """Refuse changes that cannot apply to a saved run; return the ones that can (to log)."""
-    before, after = _flatten(old), _flatten(new.to_dict())
+    before, after = {"train.plan": False, **_flatten(old)}, _flatten(new.to_dict())
     changed = sorted(k for k in after if before.get(k) != after[k])
     refused = [k for k in changed if k not in RESUMABLE]
     if refused:

@@ -33,6 +33,7 @@ from charrnn.distributed import Group, joined
 from charrnn.errors import RunDirError, TrainingFailed
 from charrnn.evaluate import validation_loss
 from charrnn.models import build_model, check_model_type, count_parameters, detach_hidden
+from charrnn.planner import plan_run
 from charrnn.preview import Previewer, check_preview
 from charrnn.resume import (best_of_branch, check_budget, check_not_behind,
                             check_resume_compatible, check_same_text, check_vocab,
@@ -40,6 +41,7 @@ from charrnn.resume import (best_of_branch, check_budget, check_not_behind,
 from charrnn.rundir import (METRICS_NAME, MetricsLog, RunLock, check_new_run, check_out_dir,
                             clear_run, run_dir_made, same_dir, start_branch)
 from charrnn.schedule import Plan, describe, lr_at, replan
+from charrnn.speed import Shape, choose_threads
 
 EventFn = Callable[[str, dict], None]
 
@@ -86,7 +88,8 @@ def _hidden_to(hidden, device):
 def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
           force: bool = False, on_event: EventFn | None = None,
           should_stop: Callable[[], bool] | None = None,
-          init_from: str | None = None) -> TrainResult:
+          init_from: str | None = None, reprobe: bool = False,
+          user_keys: frozenset[str] = frozenset()) -> TrainResult:
     """Train a model as `cfg` says; checkpoints go to the run directory.
 
     Under torchrun every process calls this, and they train one model together (see
@@ -97,6 +100,10 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
         run_dir: where to write; default the resumed run's folder, else `cfg.train.out_dir`.
         force: start over in a run directory that already holds checkpoints.
         init_from: a run or checkpoint whose weights a new run starts from (fine-tuning).
+        reprobe: measure this machine's speed anew rather than reuse its cached measurement
+            (where `train.threads` is null, the thread count is the fastest measured).
+        user_keys: the `section.key`s the user set; with `train.plan`, a new run plans the
+            others (charrnn.planner) and saves the planned config.
         on_event: receives ("start" | "step" | "eval" | "save" | "sample" | "note", info dict).
         should_stop: polled between steps; when it returns True, `last.pt` is written and the
             result says `stopped_by="interrupt"`.
@@ -104,11 +111,12 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
     check_model_type(cfg.model.type)
     with joined(cfg.train.device, cfg.train.batch_size) as group:
         return _train(cfg, group, resume, run_dir, force, on_event or (lambda kind, info: None),
-                      should_stop or (lambda: False), init_from)
+                      should_stop or (lambda: False), init_from, reprobe, user_keys)
 
 
 def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, force: bool,
-           emit: EventFn, should_stop: Callable[[], bool], init_from: str | None) -> TrainResult:
+           emit: EventFn, should_stop: Callable[[], bool], init_from: str | None,
+           reprobe: bool = False, user_keys: frozenset[str] = frozenset()) -> TrainResult:
     checkpoint = resolve_checkpoint(resume, prefer="last") if resume is not None else None
     out = Path(run_dir or (checkpoint.parent if checkpoint else cfg.train.out_dir))
     cfg = replace(cfg, train=replace(cfg.train, out_dir=str(out)))
@@ -137,7 +145,6 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
                                    state.get("elapsed_seconds", 0.0), finished_before=True)
         device = group.device
         precision = resolve_precision(cfg.train.precision, device)
-        threads = set_threads(group.cpu_threads(cfg.train.threads))
         corpus = load_training_corpus(cfg)
         if init_from is not None and state is None:
             start = finetune.prepare(init_from, cfg, corpus)
@@ -146,6 +153,14 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
         if state is not None:
             corpus = finetune.widen(corpus, state["vocab"], cfg.data.val_fraction)
             check_vocab(state["vocab"], corpus.vocab, corpus.source)
+        if cfg.train.plan and state is None:  # a resume never plans again
+            cfg = _planned(cfg, corpus, group, user_keys, reprobe, notes)
+        threads = group.cpu_threads(cfg.train.threads)
+        if threads is None and device.type == "cpu":  # null: the count measured fastest
+            choice = choose_threads(Shape.of(cfg, len(corpus.vocab)), reprobe=reprobe)
+            threads = choice.threads
+            notes.append({"message": f"threads: {choice.describe()}", "warning": False})
+        threads = set_threads(threads)
         check_preview(cfg, corpus.vocab)
         # the ids move to the device once (1 byte per character), so no step copies a batch
         batcher = StreamBatcher(corpus.train.to(device), cfg.train.batch_size, cfg.train.seq_len)
@@ -169,6 +184,18 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
         return _run(cfg, out, corpus, batcher, data, state, group, precision, threads, emit,
                     should_stop, changes, notes, start.weights if start else None,
                     begin_writing if group.main else lambda: None)
+
+
+def _planned(cfg: Config, corpus: Corpus, group: Group, user_keys: frozenset[str],
+             reprobe: bool, notes: list) -> Config:
+    """The config planned for this text, device and budget: rank 0 plans, every rank uses it."""
+    plan = None
+    if group.main:
+        plan = plan_run(cfg, set(user_keys), train_chars=len(corpus.train),
+                        text_chars=len(corpus.ids), vocab_size=len(corpus.vocab),
+                        device=group.device, reprobe=reprobe)
+        notes.append({"message": "\n".join(plan.describe()), "warning": False})
+    return group.share_object(plan.config if plan else None)
 
 
 def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: dict,
@@ -219,8 +246,8 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
                    "resumed_from": state["path"] if state else None, "changes": changes,
                    "cached": corpus.cached, "max_minutes": t.max_minutes,
                    "elapsed": elapsed_before})
-    for note in notes:
-        emit("note", {"message": note})
+    for note in notes:  # a warning, unless given as an event of its own
+        emit("note", note if isinstance(note, dict) else {"message": note})
     if plan_note:
         emit("note", {"message": plan_note, "warning": False})
 
