@@ -165,7 +165,10 @@ def test_cuda_sampling_is_seeded_and_eval_matches_the_cpu(tiny_run):
                                 str(FOODCHAIN)).stdout)
     on_cpu = json.loads(run_cli("eval", "-c", str(tiny_run), "--device", "cpu", "--json",
                                 str(FOODCHAIN)).stdout)
-    assert on_gpu["loss"] == pytest.approx(on_cpu["loss"], abs=0.02)
+    # the loss is about 0.01: cuDNN's TF32 products move it by about 0.1% (weights perturbed by
+    # TF32's rounding on the CPU moved it by at most 1.0e-3 of itself); 1% is a GPU computing
+    # the same model, where a lost hidden state or a wrong layer would be off by far more
+    assert on_gpu["loss"] == pytest.approx(on_cpu["loss"], rel=0.01)
 
 
 @pytest.mark.cuda
