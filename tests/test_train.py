@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from charrnn.checkpoint import load_checkpoint
 from charrnn.config import load_config
@@ -119,12 +120,25 @@ def test_library_refuses_to_overwrite_a_run(tiny_run):
         train(cfg, run_dir=str(tiny_run))
 
 
-def test_nonfinite_weights_are_never_saved(tmp_path, monkeypatch):
-    import charrnn.train as train_module
-    monkeypatch.setattr(train_module, "_all_finite", lambda model: False)
-    with pytest.raises(TrainingFailed, match="no longer finite"):
-        train(small_config(tmp_path, max_steps=20), run_dir=str(tmp_path / "n"))
-    assert not (tmp_path / "n" / "last.pt").exists()
+def test_nonfinite_weights_are_never_saved(tmp_path):
+    # one weight of the last layer turns infinite in the optimizer step just before the step-20
+    # save, while every loss and gradient so far was finite: only the weights can tell
+    steps = []
+
+    def poison(optimizer, args, kwargs):
+        steps.append(1)
+        if len(steps) == 20:
+            with torch.no_grad():
+                optimizer.param_groups[0]["params"][-1][3] = math.inf
+
+    hook = register_optimizer_step_post_hook(poison)
+    try:
+        with pytest.raises(TrainingFailed, match="step 20: the weights are no longer finite"):
+            train(small_config(tmp_path, max_steps=30, save_every=10), run_dir=str(tmp_path / "n"))
+    finally:
+        hook.remove()
+    assert len(steps) == 20 and load_checkpoint(tmp_path / "n" / "last.pt")["step"] == 10
+    assert not (tmp_path / "n" / "best.pt").exists()  # no evaluation before step 20
 
 
 @pytest.mark.slow
