@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from charrnn.checkpoint import load_checkpoint
+from charrnn.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.config import load_config
 from charrnn.errors import RunDirError, TrainingFailed
 from charrnn.rundir import RunLock
@@ -43,8 +43,11 @@ def assert_same_weights(a: Path, b: Path) -> None:
         assert torch.equal(wa[k], wb[k]), k
 
 
-@pytest.mark.parametrize("schedule", ["constant", "cosine"])
-def test_resume_is_exact(tmp_path, schedule):
+@pytest.mark.parametrize("schedule, missing", [
+    ("constant", ()), ("cosine", ()),
+    ("cosine", ("data", "schedule", "scaler")),  # as written before those keys existed
+])
+def test_resume_is_exact(tmp_path, schedule, missing):
     full = small_config(tmp_path, max_steps=60, lr_schedule=schedule)
     train(full, run_dir=str(tmp_path / "a"))
     if schedule == "constant":  # stop at max_steps=30, then resume with max_steps=60
@@ -53,7 +56,12 @@ def test_resume_is_exact(tmp_path, schedule):
         steps = []
         train(full, run_dir=str(tmp_path / "b"), should_stop=lambda: len(steps) >= 30,
               on_event=lambda kind, info: steps.append(1) if kind == "step" else None)
-    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 30
+    state = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert state["step"] == 30
+    if missing:
+        for key in (*missing, "path"):
+            del state[key]
+        save_checkpoint(state, tmp_path / "b" / "last.pt")
     result = train(full, resume=str(tmp_path / "b"))
     assert result.step == 60
     a, b = train_losses(tmp_path / "a"), train_losses(tmp_path / "b")
