@@ -36,8 +36,13 @@ def _flatten(cfg_dict: dict) -> dict:
 
 
 def check_resume_compatible(old: dict, new: Config) -> list[str]:
-    """Refuse changes that cannot apply to a saved run; return the ones that can (to log)."""
-    before, after = {"train.plan": False, **_flatten(old)}, _flatten(new.to_dict())
+    """Refuse changes that cannot apply to a saved run; return the ones that can (to log).
+
+    A key that the saved config lacks (added after the run was saved) has its default, as when
+    the run's config is read back.
+    """
+    before = {**_flatten(Config().to_dict()), **_flatten(old)}
+    after = _flatten(new.to_dict())
     changed = sorted(k for k in after if before.get(k) != after[k])
     refused = [k for k in changed if k not in RESUMABLE]
     if refused:

@@ -1,7 +1,10 @@
 """Checkpoints: atomic writes, safe versioned loads, and old formats."""
 
 import errno
+import json
+import math
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ from charrnn import checkpoint as ckpt
 from charrnn.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from charrnn.errors import CheckpointError, TrainingFailed
 
-from conftest import run_cli
+from conftest import FOODCHAIN, run_cli
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -69,6 +72,24 @@ def test_run_directory_resolves_to_best_or_last(tmp_path):
         resolve_checkpoint(tmp_path / "empty")
 
 
+def _greedy_by_hand(path: Path, prime: str, length: int) -> str:
+    """Greedy decoding with the file's weights in plain torch modules, not charrnn's loader."""
+    raw = torch.load(path, weights_only=True)
+    weights, vocab, model_cfg = raw["model"], raw["vocab"], raw["config"]["model"]
+    embed = torch.nn.Embedding.from_pretrained(weights["embed.weight"])
+    rnn = torch.nn.LSTM(model_cfg["embedding_dim"], model_cfg["hidden_size"], batch_first=True)
+    rnn.load_state_dict({k[len("rnn."):]: v for k, v in weights.items() if k.startswith("rnn.")})
+    head = torch.nn.Linear(model_cfg["hidden_size"], len(vocab))
+    head.load_state_dict({"weight": weights["head.weight"], "bias": weights["head.bias"]})
+    text, x, hidden = prime, torch.tensor([[vocab.index(c) for c in prime]]), None
+    with torch.no_grad():
+        for _ in range(length):
+            out, hidden = rnn(embed(x), hidden)
+            x = head(out[:, -1]).argmax(-1, keepdim=True)
+            text += vocab[int(x)]
+    return text
+
+
 def test_version_1_fixture_still_loads_and_samples():
     state = load_checkpoint(FIXTURES / "v1.pt")
     assert state["format_version"] == ckpt.FORMAT_VERSION and state["vocab"]
@@ -76,6 +97,25 @@ def test_version_1_fixture_still_loads_and_samples():
                    "10", "--seed", "0")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("sharks") and len(proc.stdout) == len("sharks") + 10 + 1
+    proc = run_cli("sample", "-c", str(FIXTURES / "v1.pt"), "--prime", "sharks", "--length",
+                   "30", "--greedy")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == _greedy_by_hand(FIXTURES / "v1.pt", "sharks", 30) + "\n"  # its weights
+
+
+def test_version_1_fixture_resumes_and_learns(tmp_path):
+    # written before checkpoints held a text fingerprint, a schedule, a loss scaler, a train
+    # window or a start time; its config names data/foodchain.txt from the project root
+    shutil.copy(FIXTURES / "v1.pt", tmp_path / "last.pt")
+    proc = run_cli("train", "--resume", str(tmp_path), "--max-steps", "150", "--threads", "1",
+                   "--set", "train.lr=0.02", "--set", "train.log_every=10", "-q")
+    assert proc.returncode == 0, proc.stderr
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["step"] == 150 and state["data"]["chars"] == len(FOODCHAIN.read_text())
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train_loss"] for r in records if "train_loss" in r]
+    assert len(losses) == 15 and losses[-1] < 0.75 * losses[0], losses  # from ln 23 = 3.1
+    assert state["val_loss"] < 0.8 * math.log(len(state["vocab"]))
 
 
 def test_newer_format_is_refused(tmp_path):

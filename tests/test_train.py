@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from charrnn.checkpoint import load_checkpoint
+from charrnn.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.config import load_config
 from charrnn.errors import RunDirError, TrainingFailed
 from charrnn.rundir import RunLock
@@ -42,8 +43,11 @@ def assert_same_weights(a: Path, b: Path) -> None:
         assert torch.equal(wa[k], wb[k]), k
 
 
-@pytest.mark.parametrize("schedule", ["constant", "cosine"])
-def test_resume_is_exact(tmp_path, schedule):
+@pytest.mark.parametrize("schedule, missing", [
+    ("constant", ()), ("cosine", ()),
+    ("cosine", ("data", "schedule", "scaler")),  # as written before those keys existed
+])
+def test_resume_is_exact(tmp_path, schedule, missing):
     full = small_config(tmp_path, max_steps=60, lr_schedule=schedule)
     train(full, run_dir=str(tmp_path / "a"))
     if schedule == "constant":  # stop at max_steps=30, then resume with max_steps=60
@@ -52,7 +56,12 @@ def test_resume_is_exact(tmp_path, schedule):
         steps = []
         train(full, run_dir=str(tmp_path / "b"), should_stop=lambda: len(steps) >= 30,
               on_event=lambda kind, info: steps.append(1) if kind == "step" else None)
-    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 30
+    state = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert state["step"] == 30
+    if missing:
+        for key in (*missing, "path"):
+            del state[key]
+        save_checkpoint(state, tmp_path / "b" / "last.pt")
     result = train(full, resume=str(tmp_path / "b"))
     assert result.step == 60
     a, b = train_losses(tmp_path / "a"), train_losses(tmp_path / "b")
@@ -119,12 +128,25 @@ def test_library_refuses_to_overwrite_a_run(tiny_run):
         train(cfg, run_dir=str(tiny_run))
 
 
-def test_nonfinite_weights_are_never_saved(tmp_path, monkeypatch):
-    import charrnn.train as train_module
-    monkeypatch.setattr(train_module, "_all_finite", lambda model: False)
-    with pytest.raises(TrainingFailed, match="no longer finite"):
-        train(small_config(tmp_path, max_steps=20), run_dir=str(tmp_path / "n"))
-    assert not (tmp_path / "n" / "last.pt").exists()
+def test_nonfinite_weights_are_never_saved(tmp_path):
+    # one weight of the last layer turns infinite in the optimizer step just before the step-20
+    # save, while every loss and gradient so far was finite: only the weights can tell
+    steps = []
+
+    def poison(optimizer, args, kwargs):
+        steps.append(1)
+        if len(steps) == 20:
+            with torch.no_grad():
+                optimizer.param_groups[0]["params"][-1][3] = math.inf
+
+    hook = register_optimizer_step_post_hook(poison)
+    try:
+        with pytest.raises(TrainingFailed, match="step 20: the weights are no longer finite"):
+            train(small_config(tmp_path, max_steps=30, save_every=10), run_dir=str(tmp_path / "n"))
+    finally:
+        hook.remove()
+    assert len(steps) == 20 and load_checkpoint(tmp_path / "n" / "last.pt")["step"] == 10
+    assert not (tmp_path / "n" / "best.pt").exists()  # no evaluation before step 20
 
 
 @pytest.mark.slow
