@@ -137,7 +137,8 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
         device = group.device
         precision = resolve_precision(cfg.train.precision, device)
         threads = set_threads(group.cpu_threads(cfg.train.threads))
-        corpus = load_training_corpus(cfg)
+        piped_before = state is not None and state["config"]["data"].get("path") == "-"
+        corpus = load_training_corpus(cfg, piped_before=piped_before)
         if init_from is not None and state is None:
             start = finetune.prepare(init_from, cfg, corpus)
             corpus = start.corpus

@@ -220,6 +220,20 @@ def test_eval_of_a_model_trained_on_stdin_does_not_read_a_terminal(tiny_run, tmp
         assert err.count("\n") == 1
 
 
+def test_resuming_a_run_trained_on_stdin_asks_for_the_same_text_again(tmp_path, cli):
+    run = tmp_path / "piped"
+    proc = run_cli("train", str(TINY), "--data", "-", "--out", str(run), "--max-steps", "2",
+                   "--threads", "1", "-q", input=FOODCHAIN.read_text())
+    assert proc.returncode == 0, proc.stderr
+    before = (run / "last.pt").read_bytes()
+    for stdin in (b"", None):  # an empty pipe, or a terminal (not read: it would wait)
+        code, out, err = cli("train", "--resume", run, "--max-steps", "3", "-q", stdin=stdin)
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert "trained on text piped to stdin" in err and "pipe the same text in again" in err
+        assert "is empty" not in err
+    assert (run / "last.pt").read_bytes() == before
+
+
 def test_eval_and_sample_advice_does_not_name_a_training_setting(tiny_run, tmp_path, cli):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("sharks feed on tuna, caf\xe9".encode("latin-1"))
