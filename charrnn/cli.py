@@ -300,6 +300,7 @@ def info_cmd(
     Example: charrnn info runs/tiny
     """
     from charrnn.checkpoint import load_checkpoint
+    from charrnn.report import plural
 
     ckpt, why = choose_checkpoint(path)
     with naming_checkpoint(ckpt, why):
@@ -319,8 +320,8 @@ def info_cmd(
         "kind": state.get("kind", "checkpoint"),
     }
     run_end = _run_end(ckpt, state)
-    if run_end is not None:  # a best.pt snapshot of a run that has ended since
-        info["run_stopped_by"], info["run_step"] = run_end["stopped_by"], run_end["step"]
+    if run_end is not None:  # a best.pt snapshot of a run that has gone on (or ended) since
+        info["run_stopped_by"], info["run_step"] = run_end.get("stopped_by"), run_end["step"]
     if as_json:
         sys.stdout.write(json.dumps(info) + "\n")
         return
@@ -331,18 +332,22 @@ def info_cmd(
         f"model        {info['model']}: {info['num_layers']} x {info['hidden_size']} "
         f"(embedding {info['embedding_dim']}, dropout {info['dropout']})\n"
         f"parameters   {info['parameters']:,}\n"
-        f"vocab        {info['vocab_size']} characters\n"
+        f"vocab        {plural(info['vocab_size'], 'character')}\n"
         f"step         {info['step']} of {info['max_steps']}\n"
         f"val loss     {fmt(info['val_loss'])} (best {fmt(info['best_val_loss'])}) nats/char\n"
         f"train loss   {fmt(info['train_loss'])} nats/char\n"
         + ("" if info["kind"] == "export" else
            f"stopped      {_stop_reason(state)}\n" if run_end is None else
            f"stopped      - (the best snapshot, from step {info['step']}); the run stopped "
-           f"{_stop_reason(run_end)}, see last.pt\n"))
+           f"{_stop_reason(run_end)}, see last.pt\n" if run_end.get("stopped_by") else
+           f"stopped      - (the best snapshot, from step {info['step']}); last.pt is at step "
+           f"{run_end['step']}, saved while training (still running, or killed): --resume "
+           f"continues from there\n"))
 
 
 def _run_end(ckpt, state: dict) -> dict | None:
-    """For a best.pt saved mid-run, the state of last.pt beside it if that run has ended."""
+    """For a best.pt saved mid-run, the state of last.pt beside it if that run has ended or
+    gone on to a later step (as after a kill: --resume continues from last.pt)."""
     from charrnn.checkpoint import load_checkpoint
     from charrnn.errors import CheckpointError
 
@@ -353,7 +358,7 @@ def _run_end(ckpt, state: dict) -> dict | None:
         end = load_checkpoint(last)
     except CheckpointError:
         return None
-    return end if end.get("stopped_by") else None
+    return end if end.get("stopped_by") or end["step"] != state["step"] else None
 
 
 def _stop_reason(state: dict) -> str:

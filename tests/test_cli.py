@@ -124,6 +124,30 @@ def test_info_on_a_best_snapshot_tells_how_the_run_ended(tiny_run, tmp_path):
     assert "still running, or killed" in run_cli("info", str(run / "best.pt")).stdout
 
 
+def test_info_after_a_kill_shows_the_best_snapshot_and_the_later_last_pt(tmp_path, cli):
+    """kill -9 after best.pt (step 200) and a later last.pt (step 250): both steps are shown."""
+    state = torch.load(Path(__file__).parent / "fixtures" / "v1.pt", weights_only=True)
+    torch.save({**state, "step": 200, "stopped_by": None}, tmp_path / "best.pt")
+    torch.save({**state, "step": 250, "stopped_by": None}, tmp_path / "last.pt")
+    code, out, err = cli("info", tmp_path)
+    assert code == 0, err
+    stopped = next(line for line in out.splitlines() if line.startswith("stopped"))
+    assert "the best snapshot, from step 200" in stopped and "last.pt is at step 250" in stopped
+    assert "still running, or killed" in stopped and "--resume" in stopped, stopped
+    code, out, err = cli("info", tmp_path, "--json")
+    info = json.loads(out)
+    assert (info["step"], info["run_step"], info["run_stopped_by"]) == (200, 250, None), info
+    torch.save({**state, "step": 200, "stopped_by": None}, tmp_path / "last.pt")  # same step
+    assert "run_step" not in json.loads(cli("info", tmp_path, "--json")[1])
+
+
+def test_info_counts_a_one_character_vocab_in_the_singular(tmp_path, cli):
+    state = torch.load(Path(__file__).parent / "fixtures" / "v1.pt", weights_only=True)
+    torch.save({**state, "vocab": ["a"]}, tmp_path / "one.pt")
+    code, out, err = cli("info", tmp_path / "one.pt")
+    assert code == 0 and "vocab        1 character\n" in out, err + out
+
+
 def test_resume_continues_a_saved_run(tiny_run, tmp_path):
     out = tmp_path / "short"
     assert run_cli("train", str(TINY), "--out", str(out), "--max-steps", "40", "-q").returncode == 0
