@@ -179,6 +179,30 @@ def test_under_torchrun_the_cores_are_shared_among_the_local_processes(monkeypat
     assert group.cpu_threads(3) == 3 and start("cpu", 8).cpu_threads(None) is None
 
 
+def test_a_failed_collective_keeps_its_cause_in_one_line():
+    from charrnn.errors import TrainingFailed
+    group = Group(torch.device("cpu"), 1, 2, launched=True)
+    nccl = RuntimeError(
+        "NCCL error in: /pytorch/torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp:3356, "
+        "unhandled cuda error (run with NCCL_DEBUG=INFO for details), NCCL version 2.21.5\n"
+        "ncclUnhandledCudaError: Call to CUDA function failed.\n"
+        "Last error:\nCuda failure 'out of memory'")
+    with pytest.raises(TrainingFailed) as exc, group.failures():
+        raise nccl
+    message = str(exc.value)
+    assert "\n" not in message and message.startswith("rank 1: "), message
+    assert "Cuda failure 'out of memory'" in message and "unhandled cuda error" in message
+    assert "lost contact" not in message, message  # nothing says another rank went away
+    peer = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Read error "
+                        "[127.0.0.1]:29500: Connection reset by peer")
+    with pytest.raises(TrainingFailed) as exc, group.failures():
+        raise peer
+    assert "lost contact with the other ranks" in str(exc.value)
+    assert "Connection reset by peer" in str(exc.value), str(exc.value)
+    with pytest.raises(ValueError), group.failures():  # not a collective: a bug, as it is
+        raise ValueError("connection")
+
+
 def _agree_worker(rank: int, port: int, results):
     import torch.distributed as dist
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
