@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import List, Optional
@@ -379,10 +380,35 @@ app.command("show")(show_cmd)
 
 # ------------------------------------------------------------------------------------ entry
 
-def _fail(message: str, code: int) -> int:
+def _fail(message: str, code: int, rank_0_says_it: bool = False) -> int:
+    """Say `message` as one `error:` line; return `code`. On a rank other than 0 that knows
+    rank 0 says the same, wait for rank 0 instead (see RANK_0_FIRST), then exit quietly."""
+    if rank_0_says_it:  # the launcher's SIGTERM, once rank 0 has exited, ends the wait
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(code))
+        time.sleep(RANK_0_FIRST)
+        return code
     sys.stderr.write("error: " + " ".join(str(message).split()) + "\n")
     sys.stderr.flush()
     return code
+
+
+# How long a rank other than 0 waits before it exits on bad input, so that the launcher, which
+# stops every rank once one has exited, does not stop rank 0 before it has said why.
+RANK_0_FIRST = 10.0
+
+
+def _said_by_rank_0(exc: Exception) -> bool:
+    """Under torchrun every rank runs the command: bad input (the same arguments, config and
+    files on every rank) is said once, by rank 0, and the other ranks exit with its code
+    quietly. A device that one rank lacks is its own error, said by that rank."""
+    if "RANK" not in os.environ:  # no launcher: no need to import torch to find out
+        return False
+    from charrnn.distributed import is_main_process
+    from charrnn.errors import DeviceError
+    return not is_main_process() and (
+        isinstance(exc, cli_errors.UsageError)
+        or isinstance(exc, CharRNNError) and exc.exit_code == 2
+        and not isinstance(exc, DeviceError))
 
 
 _PATH_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS,
@@ -408,11 +434,11 @@ def main(argv: Optional[list[str]] = None) -> None:
             raise
         hint = f" (see charrnn {exc.ctx.command_path.removeprefix('charrnn ')} --help)" \
             if exc.ctx and exc.ctx.parent else " (see charrnn --help)"
-        code = _fail(exc.format_message() + hint, 2)
+        code = _fail(exc.format_message() + hint, 2, _said_by_rank_0(exc))
     except CharRNNError as exc:
         if debug:
             raise
-        code = _fail(str(exc), exc.exit_code)
+        code = _fail(str(exc), exc.exit_code, _said_by_rank_0(exc))
     except (KeyboardInterrupt, typer.Abort):
         code = _fail("interrupted", 130)
     except BrokenPipeError:

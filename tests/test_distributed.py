@@ -21,7 +21,7 @@ import torch
 
 from charrnn.distributed import Group, start
 from charrnn.errors import ConfigError
-from conftest import FOODCHAIN, ROOT, run_cli
+from conftest import FOODCHAIN, ROOT, TINY, run_cli
 
 STEPS = 50
 CONFIG = f"""\
@@ -141,6 +141,30 @@ def test_sigterm_stops_every_rank_at_the_same_step_and_rank_0_saves(runs, tmp_pa
     assert len(lines) == 1, err  # said once, by rank 0
     step = int(lines[0].split()[3].rstrip(":"))
     assert torch.load(out / "last.pt", weights_only=True)["step"] == step
+
+
+def test_a_config_error_is_printed_once_not_once_per_rank(tmp_path):
+    code, out, err = finish(torchrun("train", str(TINY), "--out", str(tmp_path / "run"),
+                                     "--set", "model.hiden_size=3"))
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code != 0 and out == "" and len(errors) == 1, err
+    assert "unknown key 'model.hiden_size'" in errors[0]
+    assert err.count("exitcode  : 2") == 2, err  # the other rank exits with the same code
+    assert not (tmp_path / "run").exists()
+
+
+def test_only_errors_of_one_rank_alone_are_said_by_ranks_other_than_0(monkeypatch):
+    from charrnn.cli import _said_by_rank_0
+    from charrnn.errors import DataError, DeviceError, TrainingFailed
+    assert not _said_by_rank_0(ConfigError("x"))  # no launcher
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert _said_by_rank_0(ConfigError("x")) and _said_by_rank_0(DataError("x"))
+    assert not _said_by_rank_0(DeviceError("local rank 1 has no GPU"))
+    assert not _said_by_rank_0(TrainingFailed("rank 1: lost contact"))
+    monkeypatch.setenv("RANK", "0")
+    assert not _said_by_rank_0(ConfigError("x"))
 
 
 def test_a_batch_that_does_not_divide_among_the_ranks_is_refused(monkeypatch):
