@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import List, Optional
@@ -306,6 +307,7 @@ def info_cmd(
     Example: charrnn info runs/tiny
     """
     from charrnn.checkpoint import load_checkpoint
+    from charrnn.report import plural
 
     ckpt, why = choose_checkpoint(path)
     with naming_checkpoint(ckpt, why):
@@ -325,8 +327,8 @@ def info_cmd(
         "kind": state.get("kind", "checkpoint"),
     }
     run_end = _run_end(ckpt, state)
-    if run_end is not None:  # a best.pt snapshot of a run that has ended since
-        info["run_stopped_by"], info["run_step"] = run_end["stopped_by"], run_end["step"]
+    if run_end is not None:  # a best.pt snapshot of a run that has gone on (or ended) since
+        info["run_stopped_by"], info["run_step"] = run_end.get("stopped_by"), run_end["step"]
     if as_json:
         sys.stdout.write(json.dumps(info) + "\n")
         return
@@ -337,18 +339,22 @@ def info_cmd(
         f"model        {info['model']}: {info['num_layers']} x {info['hidden_size']} "
         f"(embedding {info['embedding_dim']}, dropout {info['dropout']})\n"
         f"parameters   {info['parameters']:,}\n"
-        f"vocab        {info['vocab_size']} characters\n"
+        f"vocab        {plural(info['vocab_size'], 'character')}\n"
         f"step         {info['step']} of {info['max_steps']}\n"
         f"val loss     {fmt(info['val_loss'])} (best {fmt(info['best_val_loss'])}) nats/char\n"
         f"train loss   {fmt(info['train_loss'])} nats/char\n"
         + ("" if info["kind"] == "export" else
            f"stopped      {_stop_reason(state)}\n" if run_end is None else
            f"stopped      - (the best snapshot, from step {info['step']}); the run stopped "
-           f"{_stop_reason(run_end)}, see last.pt\n"))
+           f"{_stop_reason(run_end)}, see last.pt\n" if run_end.get("stopped_by") else
+           f"stopped      - (the best snapshot, from step {info['step']}); last.pt is at step "
+           f"{run_end['step']}, saved while training (still running, or killed): --resume "
+           f"continues from there\n"))
 
 
 def _run_end(ckpt, state: dict) -> dict | None:
-    """For a best.pt saved mid-run, the state of last.pt beside it if that run has ended."""
+    """For a best.pt saved mid-run, the state of last.pt beside it if that run has ended or
+    gone on to a later step (as after a kill: --resume continues from last.pt)."""
     from charrnn.checkpoint import load_checkpoint
     from charrnn.errors import CheckpointError
 
@@ -359,7 +365,7 @@ def _run_end(ckpt, state: dict) -> dict | None:
         end = load_checkpoint(last)
     except CheckpointError:
         return None
-    return end if end.get("stopped_by") else None
+    return end if end.get("stopped_by") or end["step"] != state["step"] else None
 
 
 def _stop_reason(state: dict) -> str:
@@ -380,10 +386,35 @@ app.command("show")(show_cmd)
 
 # ------------------------------------------------------------------------------------ entry
 
-def _fail(message: str, code: int) -> int:
+def _fail(message: str, code: int, rank_0_says_it: bool = False) -> int:
+    """Say `message` as one `error:` line; return `code`. On a rank other than 0 that knows
+    rank 0 says the same, wait for rank 0 instead (see RANK_0_FIRST), then exit quietly."""
+    if rank_0_says_it:  # the launcher's SIGTERM, once rank 0 has exited, ends the wait
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(code))
+        time.sleep(RANK_0_FIRST)
+        return code
     sys.stderr.write("error: " + " ".join(str(message).split()) + "\n")
     sys.stderr.flush()
     return code
+
+
+# How long a rank other than 0 waits before it exits on bad input, so that the launcher, which
+# stops every rank once one has exited, does not stop rank 0 before it has said why.
+RANK_0_FIRST = 10.0
+
+
+def _said_by_rank_0(exc: Exception) -> bool:
+    """Under torchrun every rank runs the command: bad input (the same arguments, config and
+    files on every rank) is said once, by rank 0, and the other ranks exit with its code
+    quietly. A device that one rank lacks is its own error, said by that rank."""
+    if "RANK" not in os.environ:  # no launcher: no need to import torch to find out
+        return False
+    from charrnn.distributed import is_main_process
+    from charrnn.errors import DeviceError
+    return not is_main_process() and (
+        isinstance(exc, cli_errors.UsageError)
+        or isinstance(exc, CharRNNError) and exc.exit_code == 2
+        and not isinstance(exc, DeviceError))
 
 
 _PATH_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS,
@@ -409,11 +440,11 @@ def main(argv: Optional[list[str]] = None) -> None:
             raise
         hint = f" (see charrnn {exc.ctx.command_path.removeprefix('charrnn ')} --help)" \
             if exc.ctx and exc.ctx.parent else " (see charrnn --help)"
-        code = _fail(exc.format_message() + hint, 2)
+        code = _fail(exc.format_message() + hint, 2, _said_by_rank_0(exc))
     except CharRNNError as exc:
         if debug:
             raise
-        code = _fail(str(exc), exc.exit_code)
+        code = _fail(str(exc), exc.exit_code, _said_by_rank_0(exc))
     except (KeyboardInterrupt, typer.Abort):
         code = _fail("interrupted", 130)
     except BrokenPipeError:

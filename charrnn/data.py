@@ -31,7 +31,8 @@ import torch
 
 from charrnn.errors import DataError
 from charrnn.fsutil import atomic_write, write_text_atomic
-from charrnn.textsource import Source, has_glob, open_source, pieces, read_text  # noqa: F401
+from charrnn.textsource import (Source, has_glob, open_source, pieces, read_text,  # noqa: F401
+                                stdin_is_empty)
 from charrnn.vocab import Vocab
 
 CACHE_MIN_BYTES = 1 << 20  # smaller files load faster than a cache lookup would save
@@ -206,11 +207,13 @@ def _corpus(vocab: Vocab, ids: torch.Tensor, val_fraction: float, name: str,
 
 
 def load_training_corpus(cfg, missing: str = "if the text has moved, pass --data with its "
-                                              "new place") -> Corpus:
+                                              "new place", piped_before: bool = False) -> Corpus:
     """The corpus a config names (a path, or a known corpus fetched by `charrnn data get`).
 
     Used by training and by `charrnn eval`, which rebuilds the validation split from it.
-    `missing` says what to do when the text of a saved run is no longer where it was.
+    `missing` says what to do when the text of a saved run is no longer where it was;
+    `piped_before`: the saved run being continued was trained on stdin, which must bring the
+    same text again.
     """
     path = cfg.data.path
     if cfg.data.corpus and path:
@@ -222,6 +225,10 @@ def load_training_corpus(cfg, missing: str = "if the text has moved, pass --data
     if not path:
         raise DataError("no training text: set data.path in the config, or pass --data PATH "
                         "(- for stdin)")
+    if path == "-" and piped_before and stdin_is_empty():
+        raise DataError("this run was trained on text piped to stdin, and nothing is piped in "
+                        "now: pipe the same text in again (charrnn train --resume RUN < TEXT), "
+                        "or give it as a file with --data TEXT")
     if path != "-" and not has_glob(path) and not Path(path).exists():
         raise DataError(f"data path not found: {path} ({missing})")
     corpus = load_corpus(path, cfg.data.val_fraction, cfg.data.encoding_errors)

@@ -88,14 +88,18 @@ def replan(step: int, elapsed: float, old_cfg, new_cfg, plan: Plan | None) -> Pl
 
 def describe(plan: Plan, cfg) -> str:
     """One line for the log: where the re-planned cosine starts and where it ends."""
+    from charrnn.report import plural
     t = cfg.train
     if t.lr_schedule == "constant":
         return (f"the schedule changed, so the learning rate stays at "
                 f"{lr_at(plan.step, cfg, plan.elapsed, plan):.3g} from step {plan.step:,}")
     ends = f"at step {t.max_steps:,}"
     if t.max_minutes:
-        ends += f" or after {t.max_minutes:g} minutes of training, whichever comes first"
-    floor = t.lr * t.min_lr_ratio
-    return (f"the schedule changed, so the learning rate continues its decay from "
-            f"{lr_at(plan.step, cfg, plan.elapsed, plan):.3g} at step {plan.step:,} down to "
-            f"{floor:.3g} {ends}")
+        ends += (f" or after {plural(t.max_minutes, 'minute', 'g')} of training, whichever "
+                 f"comes first")
+    now, floor = f"{lr_at(plan.step, cfg, plan.elapsed, plan):.3g}", f"{t.lr * t.min_lr_ratio:.3g}"
+    if now == floor:  # a finished run, extended: nothing is left to decay
+        return (f"the schedule changed; the learning rate is already at its floor, {floor}, "
+                f"and stays there to the new end {ends}")
+    return (f"the schedule changed, so the learning rate continues its decay from {now} at "
+            f"step {plan.step:,} down to {floor} {ends}")

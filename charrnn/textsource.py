@@ -91,6 +91,16 @@ def open_source(path: str) -> Source:
                     f"pattern such as 'books/*.txt', or - for stdin)")
 
 
+def stdin_is_empty() -> bool:
+    """Whether nothing is piped to stdin: a terminal (not read, it would wait for typing), no
+    stdin at all, or a pipe at its end. Nothing is consumed."""
+    stdin = sys.stdin
+    if stdin is None or stdin.isatty():
+        return True
+    peek = getattr(stdin.buffer, "peek", None)
+    return peek is not None and not peek(1)
+
+
 def _blocks(source: Source) -> Iterator[tuple[str, Iterator[bytes]]]:
     """(name, its blocks of bytes) for each part of the source."""
     if source.stdin is not None:

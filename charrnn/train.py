@@ -145,7 +145,8 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
                                    state.get("elapsed_seconds", 0.0), finished_before=True)
         device = group.device
         precision = resolve_precision(cfg.train.precision, device)
-        corpus = load_training_corpus(cfg)
+        piped_before = state is not None and state["config"]["data"].get("path") == "-"
+        corpus = load_training_corpus(cfg, piped_before=piped_before)
         if init_from is not None and state is None:
             start = finetune.prepare(init_from, cfg, corpus)
             corpus = start.corpus

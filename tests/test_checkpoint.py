@@ -1,9 +1,11 @@
 """Checkpoints: atomic writes, safe versioned loads, and old formats."""
 
+import contextlib
 import errno
 import json
 import math
 import os
+import resource
 import shutil
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from charrnn import checkpoint as ckpt
 from charrnn.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from charrnn.errors import CheckpointError, TrainingFailed
 
-from conftest import FOODCHAIN, run_cli
+from conftest import FOODCHAIN, TINY, run_cli
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -47,6 +49,48 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         save_checkpoint(_state(2), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int):
+    """`ulimit -f` for this process: a write past `limit` bytes fails with EFBIG (Python
+    ignores SIGXFSZ); the soft limit alone is lowered, so it can be raised back."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_file_size_limit_is_a_failed_write_like_a_full_disk(tmp_path):
+    """torch reports the failed write as a RuntimeError ("unexpected pos"): it is still one."""
+    path = tmp_path / "last.pt"
+    save_checkpoint(_state(1), path)
+    before = path.read_bytes()
+    big = {**_state(2), "model": {"w": torch.ones(100_000)}}  # 400 KB
+    with file_size_limit(300_000), pytest.raises(TrainingFailed) as exc:
+        save_checkpoint(big, path)
+    assert "File too large" in str(exc.value) and "previous checkpoint" in str(exc.value)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_training_under_a_file_size_limit_fails_in_one_line_and_keeps_last_pt(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("train", str(TINY), "--out", str(run), "--max-steps", "2", "--threads", "1",
+                   "-q")
+    assert proc.returncode == 0, proc.stderr
+    before = (run / "last.pt").read_bytes()
+    assert len(before) > 600 * 512  # `ulimit -f 600`: no checkpoint of this model fits
+    proc = run_cli("train", "--resume", str(run), "--max-steps", "3", "-q",
+                   preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE,
+                                                         (600 * 512, 600 * 512)))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("error: could not write checkpoint") and \
+        proc.stderr.count("\n") == 1, proc.stderr
+    assert "File too large" in proc.stderr and "internal error" not in proc.stderr
+    assert (run / "last.pt").read_bytes() == before
 
 
 def test_unwritable_target_gives_a_clear_error(tmp_path):
@@ -128,7 +172,6 @@ def test_newer_format_is_refused(tmp_path):
 
 @pytest.mark.cuda
 def test_gpu_checkpoint_loads_on_cpu(tmp_path):
-    from conftest import TINY
     out = tmp_path / "gpu"
     proc = run_cli("train", str(TINY), "--out", str(out), "--device", "cuda", "-q")
     assert proc.returncode == 0, proc.stderr

@@ -157,6 +157,30 @@ def test_info_on_a_best_snapshot_tells_how_the_run_ended(tiny_run, tmp_path):
     assert "still running, or killed" in run_cli("info", str(run / "best.pt")).stdout
 
 
+def test_info_after_a_kill_shows_the_best_snapshot_and_the_later_last_pt(tmp_path, cli):
+    """kill -9 after best.pt (step 200) and a later last.pt (step 250): both steps are shown."""
+    state = torch.load(Path(__file__).parent / "fixtures" / "v1.pt", weights_only=True)
+    torch.save({**state, "step": 200, "stopped_by": None}, tmp_path / "best.pt")
+    torch.save({**state, "step": 250, "stopped_by": None}, tmp_path / "last.pt")
+    code, out, err = cli("info", tmp_path)
+    assert code == 0, err
+    stopped = next(line for line in out.splitlines() if line.startswith("stopped"))
+    assert "the best snapshot, from step 200" in stopped and "last.pt is at step 250" in stopped
+    assert "still running, or killed" in stopped and "--resume" in stopped, stopped
+    code, out, err = cli("info", tmp_path, "--json")
+    info = json.loads(out)
+    assert (info["step"], info["run_step"], info["run_stopped_by"]) == (200, 250, None), info
+    torch.save({**state, "step": 200, "stopped_by": None}, tmp_path / "last.pt")  # same step
+    assert "run_step" not in json.loads(cli("info", tmp_path, "--json")[1])
+
+
+def test_info_counts_a_one_character_vocab_in_the_singular(tmp_path, cli):
+    state = torch.load(Path(__file__).parent / "fixtures" / "v1.pt", weights_only=True)
+    torch.save({**state, "vocab": ["a"]}, tmp_path / "one.pt")
+    code, out, err = cli("info", tmp_path / "one.pt")
+    assert code == 0 and "vocab        1 character\n" in out, err + out
+
+
 def test_resume_continues_a_saved_run(tiny_run, tmp_path):
     out = tmp_path / "short"
     assert run_cli("train", str(TINY), "--out", str(out), "--max-steps", "40", "-q").returncode == 0
@@ -254,6 +278,20 @@ def test_eval_of_a_model_trained_on_stdin_does_not_read_a_terminal(tiny_run, tmp
         assert code == 2 and out == "", err
         assert err.startswith("error: cannot rebuild the validation split") and "stdin" in err
         assert err.count("\n") == 1
+
+
+def test_resuming_a_run_trained_on_stdin_asks_for_the_same_text_again(tmp_path, cli):
+    run = tmp_path / "piped"
+    proc = run_cli("train", str(TINY), "--data", "-", "--out", str(run), "--max-steps", "2",
+                   "--threads", "1", "-q", input=FOODCHAIN.read_text())
+    assert proc.returncode == 0, proc.stderr
+    before = (run / "last.pt").read_bytes()
+    for stdin in (b"", None):  # an empty pipe, or a terminal (not read: it would wait)
+        code, out, err = cli("train", "--resume", run, "--max-steps", "3", "-q", stdin=stdin)
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert "trained on text piped to stdin" in err and "pipe the same text in again" in err
+        assert "is empty" not in err
+    assert (run / "last.pt").read_bytes() == before
 
 
 def test_eval_and_sample_advice_does_not_name_a_training_setting(tiny_run, tmp_path, cli):

@@ -25,6 +25,32 @@ from charrnn.train import lr_at, train
 from conftest import ROOT, TINY, run_cli
 
 
+def test_messages_count_in_the_singular_and_a_decay_at_its_floor_says_so(capsys):
+    from charrnn.report import Reporter
+    from charrnn.schedule import Plan, describe, replan
+    start = {"run_dir": "runs/x", "device": "cpu", "threads": 1, "model": "lstm",
+             "parameters": 1000, "vocab_size": 20, "train_chars": 9000, "val_chars": 1000,
+             "start_step": 0, "max_steps": 100, "max_minutes": 1.0, "elapsed": 0.0,
+             "resumed_from": None, "changes": [], "cached": False}
+    Reporter().training_event("start", start)
+    Reporter().training_event("start", {**start, "threads": 2, "max_minutes": 2.0})
+    first, second = capsys.readouterr().err.splitlines()
+    assert "(1 thread) " in first and "or for 1 minute, whichever" in first, first
+    assert "(2 threads) " in second and "or for 2 minutes, whichever" in second, second
+
+    cfg = small_config(Path("."), max_steps=40, lr=1.0e-2, warmup_steps=0, min_lr_ratio=0.1,
+                       max_minutes=1.0)
+    longer = replace(cfg, train=replace(cfg.train, max_steps=60))
+    at_floor = replan(40, 0.0, cfg, longer, None)  # a finished run given 20 more steps
+    note = describe(at_floor, longer)
+    assert "down to" not in note and "0.001" in note and "step 60" in note, note
+    assert "after 1 minute of training" in note, note
+    halfway = describe(replan(20, 0.0, cfg, longer, None), longer)
+    assert "continues its decay from 0.00" in halfway and "down to 0.001" in halfway, halfway
+    assert describe(Plan(20, 0.0, 0.5), replace(longer, train=replace(
+        longer.train, max_minutes=None))).endswith("at step 60")
+
+
 def small_config(tmp_path: Path, **train_overrides):
     cfg = load_config(TINY, ["model.num_layers=2", "model.dropout=0.1", "train.log_every=1",
                              "train.eval_every=20", "model.hidden_size=32", "train.threads=1"])
@@ -186,7 +212,7 @@ def test_budget_change_on_resume_replans_the_schedule(tmp_path):
     lrs = {r["step"]: r["lr"] for r in map(json.loads, (tmp_path / "done" / "metrics.jsonl")
                                            .read_text().splitlines()) if "lr" in r}
     assert max(lrs[s] for s in range(41, 61)) == pytest.approx(floor)  # it never jumps up
-    assert any("continues its decay" in n and "step 60" in n for n in notes), notes
+    assert any("already at its floor, 0.001" in n and "step 60" in n for n in notes), notes
 
     calls = []  # stopped half way, then given 20 more steps: the decay goes on from where it is
     train(cfg, run_dir=str(tmp_path / "half"), should_stop=lambda: calls.append(1) or
