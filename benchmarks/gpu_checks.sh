@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The CUDA checks and GPU figures in one run, on a machine with a CUDA GPU (about 10 minutes):
+# The CUDA checks and GPU figures, on a machine with a CUDA GPU (about 13 minutes in all; in two
+# calls of under 8: SKIP=planned, then ONLY=planned; ONLY and SKIP match part names, as regexes):
 #   benchmarks/gpu_checks.sh            (log: $OUT/gpu-checks.log if OUT is set, else
 #                                        benchmarks/results/gpu-checks.log)
 #   DRY_RUN=1 benchmarks/gpu_checks.sh  prints the commands it would run, and runs none
@@ -7,7 +8,8 @@
 # under torchrun (NCCL) against the plain command (the bench's scaling row); a GPU checkpoint
 # sampled and resumed on the CPU; the precision comparison (fp32/TF32, fp16, bf16: speed and
 # validation loss after the same minutes, PRECISION_REPEATS rounds, each in the reverse order
-# of the one before); the quick benchmark rows on the GPU. Each part runs even if an earlier one
+# of the one before); the planned run on Tiny Shakespeare next to configs/shakespeare.yaml for
+# PLAN_MINUTES (2) each; the quick benchmark rows on the GPU. Each part runs even if an earlier one
 # fails, under its own time limit; the last line names the parts that failed, and the exit
 # status is 1 if any did.
 set -uo pipefail
@@ -15,6 +17,7 @@ cd "$(dirname "$0")/.."
 results=${OUT:-benchmarks/results}
 minutes=${MINUTES:-0.5}          # per precision and round in the comparison
 repeats=${PRECISION_REPEATS:-2}  # rounds of the precision comparison
+plan_minutes=${PLAN_MINUTES:-2}  # the planned run and configs/shakespeare.yaml, each
 py=${PYTHON:-python3}
 [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ] && py=.venv/bin/python  # make install's
 work=$(mktemp -d /tmp/charrnn-gpu.XXXXXX)
@@ -27,8 +30,16 @@ export CHARRNN_CACHE_DIR=${CHARRNN_CACHE_DIR:-$work/cache}
 
 part=""
 failed=()
+skipping=""
 part() {  # part NAME [WHAT]: the part the next commands belong to, and its heading
   part=$1
+  skipping=""
+  if { [ -n "${ONLY:-}" ] && ! grep -qE "$ONLY" <<<"$1"; } ||
+     { [ -n "${SKIP:-}" ] && grep -qE "$SKIP" <<<"$1"; }; then
+    skipping=1
+    echo "== $1: skipped (ONLY / SKIP)"
+    return
+  fi
   echo "== $1${2:+: $2}"
 }
 
@@ -37,6 +48,7 @@ fail() {  # the current part failed (named once in the summary)
 }
 
 run() {  # run LIMIT_SECONDS COMMAND...: print it, then run it under a time limit
+  [ -n "$skipping" ] && return 0
   local limit=$1; shift
   echo "\$ $*"
   if [ -n "${DRY_RUN:-}" ]; then return 0; fi
@@ -57,11 +69,12 @@ summary() {  # the last line: every part passed, or the ones that failed (status
 }
 
 precision_table() {  # precision_table RUN...: one row per run (RUN ends in -ROUND-PRECISION),
-  [ -n "${DRY_RUN:-}" ] && return 0  # then each precision's median over the rounds
+  [ -n "${DRY_RUN:-}${skipping}" ] && return 0  # then each precision's median over the rounds
   $py - "$@" <<'EOF' || fail
-import json, statistics, subprocess, sys
+import json, os, statistics, subprocess, sys
 bad, runs = False, {}
-print("| precision | round | chars/s (median of logged windows) | steps | val loss (nats/char) |")
+label = os.environ.get("TABLE_LABEL", "precision")
+print(f"| {label} | round | chars/s (median of logged windows) | steps | val loss (nats/char) |")
 print("|---|---|---|---|---|")
 for run in sys.argv[1:]:
     rnd, precision = run.rsplit("-", 2)[1:]
@@ -139,6 +152,16 @@ for (( round = 1; round <= repeats; round++ )); do
   order=("${order[2]}" "${order[1]}" "${order[0]}")
 done
 precision_table "${runs[@]}"
+
+part "planned run" "charrnn train --data tinyshakespeare.txt (planned) next to configs/shakespeare.yaml, $plan_minutes minutes each; validation loss by eval"
+run 60 $py -m charrnn plan --data data/tinyshakespeare.txt --max-minutes "$plan_minutes" \
+  --device cuda
+run $(( ${plan_minutes%.*} * 60 + 150 )) $py -m charrnn train --data data/tinyshakespeare.txt \
+  --device cuda --max-minutes "$plan_minutes" --out "$work/plan-1-planned" -q
+run $(( ${plan_minutes%.*} * 60 + 150 )) $py -m charrnn train configs/shakespeare.yaml \
+  --device cuda --max-minutes "$plan_minutes" --out "$work/plan-1-shakespeare.yaml" \
+  --set train.log_every=25 -q
+TABLE_LABEL=run precision_table "$work/plan-1-planned" "$work/plan-1-shakespeare.yaml"
 
 part "benchmark rows on the GPU" "quick: training, sampling, eval"
 run 150 $py benchmarks/bench.py --quick --only train,sample,eval --device cuda \

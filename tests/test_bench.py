@@ -72,7 +72,7 @@ def test_bench_quick(tmp_path):
         assert r["name"] in table
 
 
-def _gpu_checks(tmp_path, fail: str = "") -> subprocess.CompletedProcess:
+def _gpu_checks(tmp_path, fail: str = "", **env_vars: str) -> subprocess.CompletedProcess:
     """benchmarks/gpu_checks.sh with stand-ins for nvidia-smi and Python (no GPU needed): the
     stand-in Python fails when its arguments match the extended regex `fail`, else succeeds."""
     bin_dir = tmp_path / "bin"
@@ -84,7 +84,8 @@ def _gpu_checks(tmp_path, fail: str = "") -> subprocess.CompletedProcess:
         (bin_dir / name).write_text("#!/bin/sh\n" + body)
         (bin_dir / name).chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "PYTHON": str(bin_dir / "python"), "OUT": str(tmp_path / "out"), "FAKE_FAIL": fail}
+           "PYTHON": str(bin_dir / "python"), "OUT": str(tmp_path / "out"), "FAKE_FAIL": fail,
+           **env_vars}
     env.pop("DRY_RUN", None)
     return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_checks.sh")], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=60)
@@ -104,6 +105,17 @@ def test_gpu_checks_exit_nonzero_and_name_the_failed_parts(tmp_path):
     assert "precision" not in summary[0] and "machine" not in summary[0], summary  # only those
     log = (tmp_path / "out" / "gpu-checks.log").read_text()
     assert log.strip().splitlines()[-1] == summary[0]
+
+
+def test_gpu_checks_split_into_calls_by_part(tmp_path):
+    """ONLY / SKIP choose parts, so the whole fits in calls of a few minutes each."""
+    res = _gpu_checks(tmp_path, fail="-m pytest", ONLY="planned")
+    assert res.returncode == 0, res.stdout[-2000:]  # the failing part was not run
+    assert "== planned run: charrnn train" in res.stdout
+    assert "== cuda-marked tests: skipped" in res.stdout and "-m pytest" not in res.stdout
+    assert "--data data/tinyshakespeare.txt --device cuda --max-minutes 2" in res.stdout
+    rest = _gpu_checks(tmp_path, SKIP="planned")
+    assert "== planned run: skipped" in rest.stdout and "-m pytest" in rest.stdout
 
 
 def _paragraph(text: str, start: str) -> str:
