@@ -140,3 +140,18 @@ def test_a_config_plans_only_when_it_asks_and_only_what_it_leaves_out(tmp_path):
                    "--set", "train.plan=true")
     assert proc.returncode == 0 and "plan: " in proc.stderr, proc.stderr
     assert yaml.safe_load((out / "config.yaml").read_text())["model"]["embedding_dim"] == 32
+
+
+def test_on_a_gpu_the_batch_grows_while_characters_per_second_do():
+    from charrnn.config import default_config
+    from charrnn.planner import plan_run
+
+    def seconds(shape):  # a step costs the same up to batch 256, then grows with the batch
+        return 0.01 * max(1.0, shape.batch_size / 256) * shape.num_layers * shape.hidden_size / 512
+
+    cfg = default_config(["train.plan=true", "train.max_minutes=2"])
+    p = plan_run(cfg, {"train.max_minutes"}, train_chars=100_000_000, text_chars=110_000_000,
+                 vocab_size=200, device=torch.device("cuda"), seconds=seconds)
+    assert p.config.train.batch_size == 256
+    assert p.config.train.threads is None  # no CPU threads to measure for a GPU run
+    assert p.config.model.hidden_size >= 512  # a GPU trains a wide model in the time
