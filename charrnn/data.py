@@ -32,7 +32,7 @@ import torch
 from charrnn.errors import DataError
 from charrnn.fsutil import atomic_write, write_text_atomic
 from charrnn.textsource import Source, has_glob, open_source, pieces, read_text  # noqa: F401
-from charrnn.vocab import Vocab
+from charrnn.vocab import Vocab, code_points, lookup
 
 CACHE_MIN_BYTES = 1 << 20  # smaller files load faster than a cache lookup would save
 CACHE_FORMAT = 2
@@ -53,30 +53,20 @@ class Corpus:
 
 # ---------------------------------------------------------------------------- encoding
 
-def _code_points(piece: bytes | str) -> torch.Tensor:
-    """The code points of a piece of text: uint8 for ASCII bytes, else int32."""
-    if isinstance(piece, bytes):
-        return torch.frombuffer(bytearray(piece), dtype=torch.uint8)
-    return torch.frombuffer(bytearray(piece.encode("utf-32-le")), dtype=torch.int32)
-
-
 def _scan(source: Source, errors: str) -> tuple[Vocab, torch.Tensor, int]:
     """First pass: the vocab, a code point -> id table, and the length in characters."""
     present = torch.zeros(0x110000, dtype=torch.bool)
     length = 0
     for piece in pieces(source, errors):
-        points = _code_points(piece)
+        points = code_points(piece)
         counts = torch.bincount(points)
         present[:len(counts)] |= counts > 0
         length += len(points)
     if not length:
         raise DataError(f"{source.name} is empty: give a text with at least a few hundred "
                         f"characters")
-    codes = present.nonzero().flatten()
-    vocab = Vocab([chr(c) for c in codes.tolist()])
-    table = torch.zeros(int(codes[-1]) + 1, dtype=vocab.dtype)
-    table[codes] = torch.arange(len(codes)).to(vocab.dtype)
-    return vocab, table, length
+    vocab = Vocab([chr(c) for c in present.nonzero().flatten().tolist()])
+    return vocab, vocab.table, length
 
 
 def _fill(source: Source, errors: str, table: torch.Tensor, ids: torch.Tensor,
@@ -85,13 +75,10 @@ def _fill(source: Source, errors: str, table: torch.Tensor, ids: torch.Tensor,
     pos = 0
     try:
         for piece in pieces(source, errors):
-            points = _code_points(piece)
-            end = pos + len(points)
-            if end > len(ids):
+            if pos + len(piece) > len(ids):  # (bytes: ASCII, as many characters)
+                pos = -1
                 break
-            torch.index_select(table, 0, points.int() if points.dtype == torch.uint8 else points,
-                               out=ids[pos:end])
-            pos = end
+            pos += lookup(table, piece, ids[pos:])
     except (IndexError, RuntimeError):  # a character the first pass did not see
         pos = -1
     if pos != len(ids) or source.stamp() != stamp:
