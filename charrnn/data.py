@@ -238,25 +238,31 @@ def eval_windows(ids: torch.Tensor, streams: int, seq_len: int, max_windows: int
 
     Every character but the first is a target exactly once. The last stream is padded at its
     end; `valid` masks the padding out (None when a window has none). Each stream starts from an
-    empty hidden state, so streams are kept at least MIN_EVAL_STREAM characters long.
+    empty hidden state, so streams are kept at least MIN_EVAL_STREAM characters long. The ids
+    are read through views: only a window is ever copied, never the text.
     """
     n = len(ids) - 1  # characters to predict
     if n < 1:
         return
     streams = max(1, min(streams, n // MIN_EVAL_STREAM))
     per_stream = -(-n // streams)
-    pad = streams * per_stream - n
-    padded = torch.cat([ids, ids.new_zeros(pad)]) if pad else ids
-    inputs = padded[:-1].view(streams, per_stream)
-    targets = padded[1:].view(streams, per_stream)
+    last = n - (streams - 1) * per_stream  # the last stream's characters to predict
+    # (streams - 1, per_stream) views of the full streams; the last one is read on its own
+    full = ids[:(streams - 1) * per_stream + 1]
+    inputs = full[:-1].view(streams - 1, per_stream)
+    targets = full[1:].view(streams - 1, per_stream)
+    tail = ids[(streams - 1) * per_stream:]  # last + 1 ids
     for k, start in enumerate(range(0, per_stream, seq_len)):
         if max_windows is not None and k >= max_windows:
             return
-        cols = slice(start, start + seq_len)
-        x, y = inputs[:, cols].long(), targets[:, cols].long()
+        width = min(seq_len, per_stream - start)
+        x = ids.new_zeros(streams, width, dtype=torch.long)
+        y = ids.new_zeros(streams, width, dtype=torch.long)
+        x[:-1], y[:-1] = inputs[:, start:start + width], targets[:, start:start + width]
+        have = max(0, min(width, last - start))  # real characters of the last stream here
+        x[-1, :have], y[-1, :have] = tail[start:start + have], tail[start + 1:start + 1 + have]
         valid = None
-        if pad and start + x.size(1) > per_stream - pad:
-            positions = torch.arange(start, start + x.size(1))
-            valid = torch.ones_like(y, dtype=torch.bool)
-            valid[-1] = positions < per_stream - pad
+        if have < width:
+            valid = torch.ones(streams, width, dtype=torch.bool, device=ids.device)
+            valid[-1, have:] = False
         yield x, y, valid
