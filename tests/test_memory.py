@@ -56,3 +56,34 @@ def test_training_on_a_large_non_ascii_text_takes_at_most_3_bytes_per_character(
     result = corpus_memory.measure(3_000_000, 20_000, tmp_path, which=("train",))
     per_char = result["rows"]["train"]["bytes_per_char"]
     assert per_char <= corpus_memory.TARGET, result
+
+
+def _peak_rss_during(fn):
+    """(fn's result, growth of the peak RSS while it ran): the peak is reset first."""
+    def status(key):
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith(key))
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pytest.skip("the peak RSS cannot be reset here (/proc/self/clear_refs)")
+    before = status("VmRSS")
+    result = fn()
+    return result, status("VmHWM") - before
+
+
+def test_fine_tuning_re_encodes_a_corpus_without_int64_copies(one_thread):
+    """Re-encoding to a merged vocab takes the new ids (1 byte each here), not 8-byte copies."""
+    from charrnn.data import Corpus, split
+    from charrnn.finetune import _encode_to
+    from charrnn.vocab import Vocab
+    n = 20_000_000
+    old = Vocab(list("abcdefgh"))
+    ids = torch.randint(len(old), (n,), dtype=torch.uint8)
+    corpus = Corpus(old, ids, *split(ids, 0.1), "t")
+    merged = Vocab(list("0abcdefghz"))
+    widened, grew = _peak_rss_during(lambda: _encode_to(corpus, merged, 0.1))
+    assert widened.ids.dtype == torch.uint8 and torch.equal(widened.ids[:1000], ids[:1000] + 1)
+    assert len(widened.val) == n // 10
+    assert grew < 2 * n, f"{grew / n:.1f} bytes per character"
