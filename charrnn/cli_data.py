@@ -179,8 +179,9 @@ def cache_cmd(
         out.write(json.dumps({"folder": str(folder), "max_bytes": limit, "bytes": total,
                               "entries": [vars(e) for e in entries]}, indent=2) + "\n")
         return
+    bound = f"at most {_mb(limit)}" if limit else "the cache is off"
     out.write(f"corpus cache: {folder}\n{len(entries)} entr{'y' if len(entries) == 1 else 'ies'},"
-              f" {_mb(total)} of at most {_mb(limit)} (${cache.MAX_MB_ENV})\n")
+              f" {_mb(total)}; {bound} (${cache.MAX_MB_ENV})\n")
     for e in entries:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
         what = e.source or "(incomplete entry)"
