@@ -29,7 +29,7 @@ from typing import Iterator
 
 import torch
 
-from charrnn.cache import Slot, cache_dir  # noqa: F401
+from charrnn.cache import Slot, cache_dir, max_bytes  # noqa: F401
 from charrnn.errors import DataError
 from charrnn.fsutil import atomic_write, write_text_atomic
 from charrnn.textsource import Source, has_glob, open_source, pieces, read_text  # noqa: F401
@@ -149,7 +149,8 @@ def load_corpus(path: str, val_fraction: float = 0.1, errors: str = "strict",
     source = open_source(path)
     single = source.single_file
     slot = None
-    if use_cache and single is not None and single.stat().st_size >= CACHE_MIN_BYTES:
+    if (use_cache and single is not None and single.stat().st_size >= CACHE_MIN_BYTES
+            and max_bytes() > 0):  # (0: the cache is off)
         slot = Slot(single, errors)
         loaded = slot.load()
         if loaded is not None:

@@ -105,6 +105,10 @@ def test_an_entry_over_the_bound_is_not_cached_and_0_turns_the_cache_off(tmp_pat
         load_corpus(str(path))
         assert not load_corpus(str(path)).cached
         assert not cache.list_entries(cache_folder)
+    monkeypatch.delenv(cache.MAX_MB_ENV)
+    load_corpus(str(path))  # an entry made before the cache was turned off is not used
+    monkeypatch.setenv(cache.MAX_MB_ENV, "0")
+    assert not load_corpus(str(path)).cached
 
 
 def test_data_cache_lists_and_clears_entries(tmp_path, cache_folder, cli):
