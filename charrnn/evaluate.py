@@ -17,32 +17,52 @@ from charrnn.errors import DataError
 from charrnn.vocab import Vocab, describe_chars
 
 VAL_STREAMS, VAL_SEQ_LEN = 16, 256  # how the validation split is read (see validation_loss)
+LOGITS_AT_ONCE = 1 << 20  # logits (floats) computed at a time in an evaluation: 4 MB
 
 
 @torch.no_grad()
 def stream_loss(model, ids: torch.Tensor, device: torch.device, *, streams: int = VAL_STREAMS,
                 seq_len: int = VAL_SEQ_LEN, max_windows: int | None = None,
                 precision: str = "auto") -> tuple[float, int]:
-    """Mean cross-entropy (nats) over every predicted character of `ids`, and their count."""
+    """Mean cross-entropy (nats) over every predicted character of `ids`, and their count.
+
+    A window is read in as many steps at once as keep its logits within LOGITS_AT_ONCE
+    (the hidden state is carried, so the result is the same): with a large vocab, a whole
+    window's logits (16 x 256 x 5,000 floats, 82 MB) would be most of a run's memory.
+    """
     was_training = model.training
     model.eval()
     total, count, hidden = torch.zeros((), dtype=torch.float64, device=device), 0, None
+    width = _steps_at_once(model, streams, seq_len)
     try:
         for x, y, valid in eval_windows(ids, streams, seq_len, max_windows):
             x, y = x.to(device), y.to(device)
-            with autocast(device, precision):
-                logits, hidden = model(x, hidden)
-            losses = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
-                                     reduction="none")
-            if valid is not None:  # padding at the end of the last stream
-                valid = valid.to(device).reshape(-1)
-                losses, count = losses[valid], count + int(valid.sum())
-            else:
-                count += y.numel()
-            total += losses.sum().double()
+            valid = valid.to(device) if valid is not None else None
+            for t in range(0, x.size(1), width):
+                cols = slice(t, t + width)
+                with autocast(device, precision):
+                    logits, hidden = model(x[:, cols], hidden)
+                target = y[:, cols].reshape(-1)
+                losses = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), target,
+                                         reduction="none")
+                if valid is not None:  # padding at the end of the last stream
+                    keep = valid[:, cols].reshape(-1)
+                    losses, count = losses[keep], count + int(keep.sum())
+                else:
+                    count += target.numel()
+                total += losses.sum().double()
     finally:
         model.train(was_training)
     return (total.item() / count if count else float("nan")), count
+
+
+def _steps_at_once(model, streams: int, seq_len: int) -> int:
+    """Time steps per forward call, so that (streams x steps x vocab) <= LOGITS_AT_ONCE; the
+    vocab is the output size of the model's last linear layer (its head)."""
+    heads = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if not heads:
+        return seq_len
+    return max(1, min(seq_len, LOGITS_AT_ONCE // (streams * heads[-1])))
 
 
 def validation_loss(model, val_ids: torch.Tensor, device: torch.device, *,

@@ -46,10 +46,12 @@ class Source:
         """The one file of the source, or None (a folder, a pattern or stdin)."""
         return self.files[0] if self.stdin is None and not self.joined else None
 
-    def stamp(self) -> list[tuple[int, int]]:
-        """(size, mtime) of every file: a source that changes while it is read is an error."""
+    def stamp(self) -> list[tuple[int, ...]]:
+        """(size, mtime, inode, ctime) of every file: a source that changes while it is read is
+        an error (a file replaced with its size and mtime kept has a new inode or ctime)."""
         try:
-            return [(st.st_size, st.st_mtime_ns) for st in (f.stat() for f in self.files)]
+            return [(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+                    for st in (f.stat() for f in self.files)]
         except OSError as exc:
             raise DataError(f"cannot read {exc.filename}: {exc.strerror}") from exc
 
