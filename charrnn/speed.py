@@ -4,7 +4,7 @@ The thread count (and the planner's sizes) are chosen from measured step times, 
 of thumb: on a 2-core CPU a 1 x 128 LSTM trains faster on one thread than on two, and on a
 loaded machine two threads can be several times slower than one. A probe builds the shape,
 takes one warm-up step and times a few more (forward, backward, clip, AdamW), so it costs
-seconds; its result is kept in `speed.json` in charrnn's cache folder under a key naming this
+seconds; its result is kept in `probe/speed.json` in charrnn's cache folder under a key naming this
 machine, device and torch version, so the next run of the same shape does not probe again.
 `reprobe=True` measures anew (a machine that has become busier or idler).
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from charrnn.data import cache_dir
+from charrnn.cache import cache_dir
 from charrnn.device import available_cores
 from charrnn.fsutil import write_text_atomic
 
@@ -95,7 +95,8 @@ def _cpu_model() -> str:
 
 
 def speed_file() -> Path:
-    return cache_dir() / "speed.json"
+    """In a folder of its own: the corpus cache's listing, bound and --clear leave it alone."""
+    return cache_dir() / "probe" / "speed.json"
 
 
 def _load_table() -> dict:

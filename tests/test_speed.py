@@ -90,7 +90,7 @@ def test_train_measures_threads_once_then_reuses_them(tmp_path):
     first = run_cli(*args, env=env)
     assert first.returncode == 0, first.stderr
     assert "threads: " in first.stderr and "(measured, per step by threads: 1: " in first.stderr
-    table = json.loads((cache / "speed.json").read_text())
+    table = json.loads((cache / "probe" / "speed.json").read_text())
     assert table["format"] == SPEED_FORMAT
     second = run_cli(*args, env=env)
     assert "(cached measurement" in second.stderr, second.stderr
@@ -104,4 +104,12 @@ def test_threads_set_by_the_user_are_not_measured(tmp_path):
                    "--threads", "1", env={"CHARRNN_CACHE_DIR": str(cache)})
     assert proc.returncode == 0, proc.stderr
     assert "per step by threads" not in proc.stderr
-    assert not (cache / "speed.json").exists()
+    assert not (cache / "probe" / "speed.json").exists()
+
+
+def test_the_corpus_cache_neither_lists_nor_clears_the_speed_file(fake_timer):
+    from charrnn.cache import clear, list_entries
+    from charrnn.speed import Shape, choose_threads, speed_file
+    choose_threads(Shape(**SHAPE), candidates=[1, 2])
+    assert list_entries() == [] and clear() == (0, 0)
+    assert speed_file().is_file()
