@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from charrnn import finetune
 from charrnn.checkpoint import (capture_rng, load_checkpoint, require_resumable,
                                 resolve_checkpoint, save_checkpoint)
-from charrnn.config import Config, apply_overrides, config_from_dict, save_config
+from charrnn.config import Config, config_from_dict, save_config
 from charrnn.data import Corpus, StreamBatcher, load_training_corpus
 from charrnn.device import (autocast, configure_precision, grad_scaler, resolve_precision,
                             seed_everything, set_threads)
@@ -58,8 +58,8 @@ class TrainResult:
 def config_from_checkpoint(path: str, overrides: list[str] = ()) -> Config:
     """The config a run was trained with, with `--set` overrides applied (for --resume alone)."""
     state = require_resumable(load_checkpoint(resolve_checkpoint(path, prefer="last")))
-    return config_from_dict(apply_overrides(state["config"], list(overrides)),
-                            source=f"{state['path']} (config)")
+    return config_from_dict(state["config"], source=f"{state['path']} (config)",
+                            overrides=list(overrides))
 
 
 def _make_optimizer(model, cfg) -> torch.optim.Optimizer:
