@@ -28,6 +28,10 @@ from charrnn.textsource import has_glob
 
 INT64_MAX = 2**63 - 1
 SEED_MAX = 2**64 - 1  # torch.manual_seed takes up to this
+# Upper bounds of the size keys, far above any model or batch that fits in memory (whether one
+# does is checked before it is built: models.check_training_fits), so that a typo is an error
+# naming the key rather than an overflow inside torch.
+WIDTH_MAX, LAYERS_MAX, ROWS_MAX = 2**16, 1024, 2**20
 
 
 def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -54,17 +58,18 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     type: str = _opt("lstm", "model family from the registry (rnn, lstm, gru, ...)")
-    embedding_dim: int = _opt(64, "size of the character embedding", min=1)
-    hidden_size: int = _opt(256, "units per recurrent layer", min=1)
-    num_layers: int = _opt(2, "stacked recurrent layers", min=1)
+    embedding_dim: int = _opt(64, "size of the character embedding", min=1, max=WIDTH_MAX)
+    hidden_size: int = _opt(256, "units per recurrent layer", min=1, max=WIDTH_MAX)
+    num_layers: int = _opt(2, "stacked recurrent layers", min=1, max=LAYERS_MAX)
     dropout: float = _opt(0.0, "dropout between layers and before the output head",
                           min=0.0, max=1.0, max_open=True)
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = _opt(64, "parallel streams per step", min=1)
-    seq_len: int = _opt(100, "characters per stream per step (truncated BPTT length)", min=1)
+    batch_size: int = _opt(64, "parallel streams per step", min=1, max=ROWS_MAX)
+    seq_len: int = _opt(100, "characters per stream per step (truncated BPTT length)", min=1,
+                        max=ROWS_MAX)
     max_steps: int = _opt(2000, "optimizer steps in total", min=0)
     max_minutes: Optional[float] = _opt(None, "stop cleanly after this many minutes of training",
                                         min=0.0, min_open=True)

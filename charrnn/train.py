@@ -32,7 +32,8 @@ from charrnn.device import (autocast, configure_precision, grad_scaler, resolve_
 from charrnn.distributed import Group, joined
 from charrnn.errors import RunDirError, TrainingFailed
 from charrnn.evaluate import validation_loss
-from charrnn.models import build_model, check_model_type, count_parameters, detach_hidden
+from charrnn.models import (build_model, check_model_type, check_training_fits,
+                            count_parameters, detach_hidden)
 from charrnn.preview import Previewer
 from charrnn.resume import (check_budget, check_not_behind, check_resume_compatible,
                             check_same_text, check_vocab, text_fingerprint)
@@ -145,6 +146,7 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
         if state is not None:
             corpus = finetune.widen(corpus, state["vocab"], cfg.data.val_fraction)
             check_vocab(state["vocab"], corpus.vocab, corpus.source)
+        check_training_fits(cfg, len(corpus.vocab), cfg.train.batch_size // group.world, device)
         # the ids move to the device once (1 byte per character), so no step copies a batch
         batcher = StreamBatcher(corpus.train.to(device), cfg.train.batch_size, cfg.train.seq_len)
         data = {**text_fingerprint(corpus.ids),
