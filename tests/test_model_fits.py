@@ -42,6 +42,11 @@ def test_a_model_that_cannot_fit_in_memory_is_refused(monkeypatch):
                                          r"machine's 0.5 GiB: lower model.hidden_size"):
         check_training_fits(cfg, 65, cfg.train.batch_size, cpu)
     check_training_fits(cfg, 65, 8, cpu)  # a batch of 8 rows per process fits
+    # on another device, the weights are first built in the machine's memory
+    monkeypatch.setattr(device_mod, "memory_of", lambda device: (
+        (64 << 30, "the GPU's") if device.type == "cuda" else (1 << 20, "this machine's")))
+    with pytest.raises(ModelError, match=r"building this model .* more than this machine's"):
+        check_training_fits(cfg, 65, 8, torch.device("cuda"))
 
 
 def test_train_refuses_a_huge_model_before_building_it(tmp_path, cli):
@@ -58,7 +63,7 @@ def test_train_refuses_a_huge_model_before_building_it(tmp_path, cli):
 @pytest.mark.cuda
 def test_a_model_larger_than_the_gpu_is_refused_naming_the_gpu(tmp_path, cli):
     total = torch.cuda.get_device_properties(0).total_memory
-    layers = 1 + total // (16 * 4 * 2 * 16384 ** 2)  # parameters and Adam state beyond the GPU
+    layers = 2 + total // (16 * 4 * 2 * 16384 ** 2)  # parameters and Adam state beyond the GPU
     code, _, err = cli("train", TINY, "--out", tmp_path / "run", "--device", "cuda",
                        "--set", "model.hidden_size=16384", "--set", f"model.num_layers={layers}")
     assert code == 2 and err.count("\n") == 1, err

@@ -1,5 +1,7 @@
 """Model families. Importing this package registers every family in it."""
 
+import torch
+
 from charrnn.device import check_memory
 from charrnn.errors import ModelError
 from charrnn.models import recurrent  # noqa: F401  (registers rnn, lstm, gru)
@@ -28,10 +30,12 @@ def check_training_fits(cfg, vocab_size: int, rows: int, device) -> None:
     m, t = cfg.model, cfg.train
     params = estimate_parameters(m, vocab_size)
     need = 4 * (4 * params + estimate_activations(m, vocab_size, rows, t.seq_len))
-    check_memory(need, device, f"training this model ({m.type} {m.num_layers} x {m.hidden_size}, "
-                               f"{params:,} parameters) on batches of {rows:,} x {t.seq_len:,}",
-                 "lower model.hidden_size / model.num_layers, or train.batch_size / "
-                 "train.seq_len", ModelError)
+    what = f"this model ({m.type} {m.num_layers} x {m.hidden_size}, {params:,} parameters)"
+    smaller = "lower model.hidden_size / model.num_layers"
+    check_memory(need, device, f"training {what} on batches of {rows:,} x {t.seq_len:,}",
+                 f"{smaller}, or train.batch_size / train.seq_len", ModelError)
+    if device.type != "cpu":  # its weights are built in the machine's memory, then moved
+        check_memory(4 * params, torch.device("cpu"), f"building {what}", smaller, ModelError)
 
 
 __all__ = ["build_model", "check_model_type", "check_training_fits", "count_parameters",
