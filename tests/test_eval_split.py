@@ -71,3 +71,20 @@ def test_eval_of_a_run_without_a_validation_split_says_there_is_none(short_run, 
     assert "cannot rebuild" not in err
     assert "has no validation split" in err and "data.val_fraction: 0" in err
     assert "TEXT_FILE" in err
+
+
+def test_the_split_of_a_fine_tuned_model_is_rebuilt_in_its_wider_vocab(tmp_path):
+    from charrnn.config import Config
+    from charrnn.data import load_training_corpus
+    from charrnn.evaluate import training_validation_split
+    from charrnn.finetune import widen
+    from charrnn.resume import text_fingerprint
+
+    cfg = Config()
+    cfg.data.path = str(tmp_path / "t.txt")
+    (tmp_path / "t.txt").write_text("sharks eat tuna\n" * 20)
+    chars = sorted(set("sharks eat tuna\n") | set("XYZ"))  # its base model knew X, Y and Z
+    trained = widen(load_training_corpus(cfg), chars, cfg.data.val_fraction)
+    corpus, warning = training_validation_split(cfg, chars, text_fingerprint(trained.ids),
+                                                score_command="charrnn eval -c m.pt")
+    assert warning is None and torch.equal(corpus.val, trained.val)
