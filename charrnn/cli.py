@@ -11,6 +11,7 @@ import errno
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 import time
@@ -35,7 +36,7 @@ from charrnn.cli_plan import plan_cmd
 from charrnn.cli_tune import tune_cmd
 from charrnn.cli_sample import sample_cmd
 from charrnn.cli_view import plot_cmd, show_cmd
-from charrnn.errors import CharRNNError, DataError
+from charrnn.errors import CharRNNError
 
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
@@ -238,7 +239,8 @@ def eval_cmd(
     Example: charrnn eval --checkpoint runs/tiny data/foodchain.txt --json
     """
     from charrnn.data import read_text
-    from charrnn.evaluate import evaluate_text, summarize, validation_loss
+    from charrnn.evaluate import (evaluate_text, summarize, training_validation_split,
+                                  validation_loss)
     from charrnn.vocab import describe_chars
 
     if unknown not in ("error", "skip"):
@@ -263,8 +265,12 @@ def eval_cmd(
                               f"{describe_chars(loaded.vocab.missing(text))}: not in the "
                               f"model's vocab")
         else:
-            corpus = _validation_corpus(loaded)
+            corpus, warning = training_validation_split(
+                loaded.cfg, loaded.vocab.chars, loaded.trained_on,
+                score_command=f"charrnn eval -c {shlex.quote(str(loaded.path))}")
             reporter.info(loaded.note)
+            if warning:
+                reporter.warn(warning)
             reporter.info(f"scoring the validation split of {corpus.source} "
                           f"({len(corpus.val):,} characters)")
             result = {**summarize(*validation_loss(loaded.model, corpus.val, loaded.device)),
@@ -276,20 +282,6 @@ def eval_cmd(
         sys.stdout.write(f"loss {result['loss']:.4f} nats/char  bpc {result['bpc']:.4f}  "
                          f"perplexity {result['perplexity']:.3f}  chars {result['chars']:,}"
                          f"{skipped}\n")
-
-
-def _validation_corpus(loaded):
-    """The training text of a model, to score its validation split, if it can be rebuilt."""
-    from charrnn.data import load_training_corpus
-    cfg = loaded.cfg
-    if cfg.data.path == "-" and not cfg.data.corpus:
-        raise DataError("cannot rebuild the validation split: the model was trained on text "
-                        "from stdin; give the TEXT_FILE to score, or pipe it in")
-    corpus = load_training_corpus(cfg, missing="if it has moved, give it as TEXT_FILE")
-    if corpus.vocab != loaded.vocab or len(corpus.val) < 2:
-        raise DataError(f"cannot rebuild the validation split of {corpus.source}: give "
-                        f"the TEXT_FILE to score")
-    return corpus
 
 
 # ------------------------------------------------------------------------------------ info

@@ -52,6 +52,7 @@ class LoadedModel:
     path: Path
     why: Optional[str]  # the rule that chose the checkpoint; None when the user named it
     step: int
+    trained_on: Optional[dict] = None  # the fingerprint of its training text, where recorded
 
     @property
     def note(self) -> str:
@@ -112,7 +113,7 @@ def load_model(checkpoint: Optional[str], device_spec: str) -> LoadedModel:
                                   f"({str(exc).splitlines()[0]})") from None
         model.to(device).eval()
         vocab = Vocab(state["vocab"])
-    return LoadedModel(model, vocab, cfg, device, path, why, state["step"])
+    return LoadedModel(model, vocab, cfg, device, path, why, state["step"], state.get("data"))
 
 
 # the flags `train` and `plan` share, and the config key each sets

@@ -192,6 +192,9 @@ def load_training_corpus(cfg, missing: str = "if the text has moved, pass --data
         raise DataError(f"data path not found: {path} ({missing})")
     corpus = load_corpus(path, cfg.data.val_fraction, cfg.data.encoding_errors)
     if cfg.data.val_fraction > 0 and len(corpus.val) < 2:
+        if len(corpus.ids) < cfg.train.batch_size * cfg.train.seq_len + 1:
+            raise too_short_for_a_window(corpus.source, len(corpus.ids), cfg.train.batch_size,
+                                         cfg.train.seq_len)  # the limit no val_fraction lifts
         raise DataError(f"the validation split of {corpus.source} is only {len(corpus.val)} "
                         f"character(s): raise data.val_fraction, use a longer text, or set "
                         f"data.val_fraction: 0")
@@ -206,6 +209,14 @@ def split(ids: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, torch.T
 
 # ---------------------------------------------------------------------------- batching
 
+def too_short_for_a_window(text: str, length: int, batch_size: int, seq_len: int,
+                           also: str = "") -> DataError:
+    """The error for a text shorter than one training window (`also`: one more remedy)."""
+    return DataError(f"{text} has {length:,} characters, but one training window needs "
+                     f"batch_size x seq_len + 1 = {batch_size * seq_len + 1:,}: use a longer "
+                     f"text, or lower train.batch_size / train.seq_len{also}")
+
+
 class StreamBatcher:
     """Contiguous streams for truncated BPTT; window `step` of a pass is a pure function of step.
 
@@ -214,12 +225,9 @@ class StreamBatcher:
     """
 
     def __init__(self, ids: torch.Tensor, batch_size: int, seq_len: int):
-        need = batch_size * seq_len + 1
-        if len(ids) < need:
-            raise DataError(
-                f"the training text has {len(ids):,} characters, but one training window needs "
-                f"batch_size x seq_len + 1 = {need:,}: use a longer text, or lower "
-                f"train.batch_size / train.seq_len (or data.val_fraction)")
+        if len(ids) < batch_size * seq_len + 1:
+            raise too_short_for_a_window("the training text", len(ids), batch_size, seq_len,
+                                         " (or data.val_fraction)")
         per_stream = (len(ids) - 1) // batch_size
         self.batch_size, self.seq_len = batch_size, seq_len
         self.windows_per_pass = per_stream // seq_len

@@ -7,13 +7,16 @@ carried across the whole of it, without gradients.
 from __future__ import annotations
 
 import math
+import shlex
 
 import torch
 import torch.nn.functional as F
 
-from charrnn.data import eval_windows
+from charrnn.data import Corpus, eval_windows, load_training_corpus
 from charrnn.device import autocast
 from charrnn.errors import DataError
+from charrnn.finetune import widen
+from charrnn.resume import describe_change, same_text, text_fingerprint
 from charrnn.vocab import Vocab, describe_chars
 
 VAL_STREAMS, VAL_SEQ_LEN = 16, 256  # how the validation split is read (see validation_loss)
@@ -99,3 +102,40 @@ def evaluate_text(model, vocab: Vocab, text: str, device: torch.device, *, strea
                         + (" the model knows" if missing else ""))
     loss, chars = stream_loss(model, ids, device, streams=streams, seq_len=seq_len)
     return {**summarize(loss, chars), "skipped": len(text) - len(kept)}
+
+
+def training_validation_split(cfg, chars: list[str], trained_on: dict | None, *,
+                              score_command: str) -> tuple[Corpus, str | None]:
+    """The validation split of the text a model was trained on, rebuilt from that text.
+
+    `trained_on` is the checkpoint's record of its text (resume.text_fingerprint): a text that
+    no longer matches it is refused, since its split is not the text the model held out. An
+    older checkpoint without that record is scored unchecked, with the warning returned.
+    `score_command` is the command that scores a text given after it (named in the errors).
+    Returns (corpus, warning or None); raises DataError when the split cannot be rebuilt.
+    """
+    if not cfg.data.val_fraction:
+        raise DataError("the model was trained with data.val_fraction: 0, so it has no "
+                        "validation split to score: give the TEXT_FILE to score (or pipe it in)")
+    if cfg.data.path == "-" and not cfg.data.corpus:
+        raise DataError("cannot rebuild the validation split: the model was trained on text "
+                        "from stdin; give the TEXT_FILE to score, or pipe it in")
+    corpus = load_training_corpus(cfg, missing="if it has moved, give it as TEXT_FILE")
+    corpus = widen(corpus, chars, cfg.data.val_fraction)  # a fine-tuned model's wider vocab
+    rescore = f"{score_command} {shlex.quote(corpus.source)}"
+    warning = None
+    if trained_on is None:
+        warning = (f"the checkpoint records no fingerprint of its training text (it is older), "
+                   f"so {corpus.source} is scored unchecked as that text")
+    else:
+        now = text_fingerprint(corpus.ids)
+        if not same_text(trained_on, now):
+            raise DataError(f"{corpus.source} is not the text this model was trained on "
+                            f"({describe_change(trained_on, now)}), so its validation split is "
+                            f"not the one the model held out: restore that text, or score the "
+                            f"text as it is now, whole, by giving it: {rescore}")
+    if corpus.vocab != Vocab(chars):  # only an unrecorded text gets here
+        raise DataError(f"cannot rebuild the validation split of {corpus.source}: its characters "
+                        f"differ from the model's, so it is not the text the model was trained "
+                        f"on; to score it anyway, give it: {rescore}")
+    return corpus, warning

@@ -123,6 +123,17 @@ def text_fingerprint(ids: torch.Tensor) -> dict:
     return {"chars": ids.numel(), "sha256": hashlib.sha256(view).hexdigest()}
 
 
+def same_text(saved: dict, now: dict) -> bool:
+    """Whether two fingerprints (text_fingerprint) are of the same text."""
+    return (saved["chars"], saved["sha256"]) == (now["chars"], now["sha256"])
+
+
+def describe_change(saved: dict, now: dict) -> str:
+    """How a text differs from the one a checkpoint recorded, for an error message."""
+    return (f"{saved['chars']:,} characters, sha256 {saved['sha256'][:12]} when saved; "
+            f"{now['chars']:,} characters, sha256 {now['sha256'][:12]} now")
+
+
 def _same_path(a: str | None, b: str | None) -> bool:
     if a == b:
         return True
@@ -141,16 +152,15 @@ def check_same_text(state: dict, cfg: Config, data: dict, source: str) -> str | 
     saved = state.get("data")
     if not saved:  # written before checkpoints recorded their text
         return None
-    same_text = (saved["chars"], saved["sha256"]) == (data["chars"], data["sha256"])
-    if same_text and saved.get("layout") == data["layout"]:
+    unchanged = same_text(saved, data)
+    if unchanged and saved.get("layout") == data["layout"]:
         return None
-    if same_text:
+    if unchanged:
         return "the window layout changed, so training goes on from an empty hidden state"
     old = state["config"]["data"]
     named_anew = (old.get("corpus") != cfg.data.corpus
                   or not _same_path(old.get("path"), cfg.data.path))
-    change = (f"{saved['chars']:,} characters, sha256 {saved['sha256'][:12]} when saved; "
-              f"{data['chars']:,} characters, sha256 {data['sha256'][:12]} now")
+    change = describe_change(saved, data)
     if not named_anew:
         raise RunDirError(f"cannot resume: {source} is not the text this run was trained on "
                           f"({change}): restore that text; or, to go on with this one, give it "

@@ -25,14 +25,15 @@ import torch.nn.functional as F
 from charrnn import finetune
 from charrnn.checkpoint import (capture_rng, load_checkpoint, require_resumable,
                                 resolve_checkpoint, save_checkpoint)
-from charrnn.config import Config, apply_overrides, config_from_dict, save_config
+from charrnn.config import Config, config_from_dict, save_config
 from charrnn.data import Corpus, StreamBatcher, load_training_corpus
 from charrnn.device import (autocast, configure_precision, grad_scaler, resolve_precision,
                             seed_everything, set_threads)
 from charrnn.distributed import Group, joined
 from charrnn.errors import RunDirError, TrainingFailed
 from charrnn.evaluate import validation_loss
-from charrnn.models import build_model, check_model_type, count_parameters, detach_hidden
+from charrnn.models import (build_model, check_model_type, check_training_fits,
+                            count_parameters, detach_hidden)
 from charrnn.planner import plan_run
 from charrnn.preview import Previewer, check_preview
 from charrnn.resume import (best_of_branch, check_budget, check_not_behind,
@@ -61,8 +62,8 @@ class TrainResult:
 def config_from_checkpoint(path: str, overrides: list[str] = ()) -> Config:
     """The config a run was trained with, with `--set` overrides applied (for --resume alone)."""
     state = require_resumable(load_checkpoint(resolve_checkpoint(path, prefer="last")))
-    return config_from_dict(apply_overrides(state["config"], list(overrides)),
-                            source=f"{state['path']} (config)")
+    return config_from_dict(state["config"], source=f"{state['path']} (config)",
+                            overrides=list(overrides))
 
 
 def _make_optimizer(model, cfg) -> torch.optim.Optimizer:
@@ -154,8 +155,12 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
         if state is not None:
             corpus = finetune.widen(corpus, state["vocab"], cfg.data.val_fraction)
             check_vocab(state["vocab"], corpus.vocab, corpus.source)
+        fits = lambda: check_training_fits(cfg, len(corpus.vocab),  # noqa: E731
+                                           cfg.train.batch_size // group.world, device)
+        fits()  # before any model of these sizes is built, the probe's included
         if cfg.train.plan and state is None:  # a resume never plans again
             cfg = _planned(cfg, corpus, group, user_keys, reprobe, notes)
+            fits()
         threads = group.cpu_threads(cfg.train.threads)
         if threads is None and device.type == "cpu":  # null: the count measured fastest
             choice = choose_threads(Shape.of(cfg, len(corpus.vocab)), reprobe=reprobe)

@@ -171,7 +171,8 @@ def test_a_flag_error_names_the_flag_not_the_config_file(tmp_path, cli):
         assert code == 2 and err.startswith(f"error: {expected}"), err
         assert "my.yaml" not in err and err.count("\n") == 1
     code, _, err = cli("train", config, "--set", "train.max_steps=-3")
-    assert code == 2 and "my.yaml: train.max_steps: must be >= 0" in err  # the file's key
+    assert code == 2 and err.startswith("error: --set: train.max_steps: must be >= 0"), err
+    assert "my.yaml" not in err
 
 
 def test_an_out_that_cannot_be_a_directory_is_bad_input(tmp_path, cli):

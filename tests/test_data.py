@@ -243,6 +243,28 @@ def test_too_short_text_says_how_much_is_needed():
         StreamBatcher(torch.arange(30), batch_size=4, seq_len=10)
 
 
+def test_a_text_too_short_for_one_window_gives_that_limit_first(tmp_path, cli):
+    short = tmp_path / "short.txt"
+    short.write_text("sharks eat")  # 10 characters: a validation split of 1, and no window
+    cfg = Config()
+    cfg.data.path, cfg.train.batch_size, cfg.train.seq_len = str(short), 4, 10
+    with pytest.raises(DataError) as err:
+        load_training_corpus(cfg)
+    assert str(err.value).startswith(f"{short} has 10 characters, but one training window "
+                                     f"needs batch_size x seq_len + 1 = 41"), err.value
+    assert "val_fraction" not in str(err.value)  # no val_fraction makes it long enough
+    code, _, err = cli("train", ROOT / "configs" / "tiny.yaml", "--data", short, "--out",
+                       tmp_path / "run")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "one training window needs batch_size x seq_len + 1 = 513" in err
+    assert "val_fraction" not in err
+    # a text long enough for a window but not for a validation split: that is its error
+    cfg.data.val_fraction = 0.01
+    short.write_text("sharks eat tuna. " * 3)
+    with pytest.raises(DataError, match="validation split .* is only 0 character"):
+        load_training_corpus(cfg)
+
+
 @pytest.mark.parametrize("length", [5000, 5003, 2])
 def test_eval_windows_cover_every_target_once(length):
     ids = torch.arange(length)
