@@ -196,8 +196,9 @@ def _planned(cfg: Config, corpus: Corpus, group: Group, user_keys: frozenset[str
              reprobe: bool, notes: list) -> Config:
     """The config planned for this text, device and budget: rank 0 plans, every rank uses it."""
     plan = None
-    if group.main:
-        plan = plan_run(cfg, set(user_keys), train_chars=len(corpus.train),
+    if group.main:  # under torchrun each rank takes its share of the cores, not a planned count
+        fixed = set(user_keys) | ({"train.threads"} if group.launched else set())
+        plan = plan_run(cfg, fixed, train_chars=len(corpus.train),
                         text_chars=len(corpus.ids), vocab_size=len(corpus.vocab),
                         device=group.device, reprobe=reprobe)
         notes.append({"message": "\n".join(plan.describe()), "warning": False})

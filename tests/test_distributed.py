@@ -271,3 +271,15 @@ def test_world_size_1_under_torchrun_uses_nccl_on_the_gpu(tmp_path):
     assert "on cuda:0" in proc.stderr
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert state["world_size"] == 1 and state["step"] == 60
+
+
+@pytest.mark.slow
+def test_rank_0_plans_and_every_rank_trains_its_plan(tmp_path):
+    out = tmp_path / "planned"
+    code, _, err = finish(torchrun("train", "--data", str(FOODCHAIN), "--max-steps", "6",
+                                   "--out", str(out), "--set", "train.batch_size=8"))
+    assert code == 0, err
+    assert err.count("plan: ") == 1  # rank 0 alone plans, and says so once
+    saved = (out / "config.yaml").read_text()
+    assert "plan: false" in saved and "threads: null" in saved  # the cores are shared per rank
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 6
