@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 BENCH_ARGS ?=
 
-.PHONY: install test-deps test test-fast demo bench bench-quick clean
+.PHONY: install test-deps test test-fast demo bench bench-quick sizing sizing-quick clean
 
 install: $(VENV)/.installed
 
@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,plot]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,plot,tune]"
 	touch $@
 
 # the browser the page tests drive: Debian's chromium, never a download at test time
@@ -36,6 +36,13 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python benchmarks/bench.py --quick $(BENCH_ARGS)
+
+# the sizing study behind the planner's constants: whole runs, on an idle machine
+sizing: install
+	$(BIN)/python benchmarks/sizing.py
+
+sizing-quick: install
+	$(BIN)/python benchmarks/sizing.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache *.egg-info

@@ -1,65 +1,116 @@
 #!/usr/bin/env bash
-# The CUDA checks and GPU figures in one run, on a machine with a CUDA GPU (under 8 minutes):
+# The CUDA checks and GPU figures, on a machine with a CUDA GPU (about 13 minutes in all; in two
+# calls of under 8: SKIP=planned, then ONLY=planned; ONLY and SKIP match part names, as regexes):
 #   benchmarks/gpu_checks.sh            (log: $OUT/gpu-checks.log if OUT is set, else
 #                                        benchmarks/results/gpu-checks.log)
 #   DRY_RUN=1 benchmarks/gpu_checks.sh  prints the commands it would run, and runs none
 # Parts: the cuda-marked tests; the recurrent state's dtype under each precision; world size 1
 # under torchrun (NCCL) against the plain command (the bench's scaling row); a GPU checkpoint
 # sampled and resumed on the CPU; the precision comparison (fp32/TF32, fp16, bf16: speed and
-# validation loss after the same minutes); the quick benchmark rows on the GPU. Each part runs
-# even if an earlier one fails, under its own time limit.
+# validation loss after the same minutes, PRECISION_REPEATS rounds, each in the reverse order
+# of the one before); the planned run on Tiny Shakespeare next to configs/shakespeare.yaml for
+# PLAN_MINUTES (2) each; the quick benchmark rows on the GPU. Each part runs even if an earlier one
+# fails, under its own time limit; the last line names the parts that failed, and the exit
+# status is 1 if any did.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 results=${OUT:-benchmarks/results}
-minutes=${MINUTES:-0.5}        # per precision in the comparison
+minutes=${MINUTES:-0.5}          # per precision and round in the comparison
+repeats=${PRECISION_REPEATS:-2}  # rounds of the precision comparison
+plan_minutes=${PLAN_MINUTES:-2}  # the planned run and configs/shakespeare.yaml, each
 py=${PYTHON:-python3}
 [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ] && py=.venv/bin/python  # make install's
 work=$(mktemp -d /tmp/charrnn-gpu.XXXXXX)
+trap 'rm -rf "$work"' EXIT
 [ -n "${DRY_RUN:-}" ] && results=$work  # a dry run leaves nothing behind in the repository
 mkdir -p "$results"
 log="$results/gpu-checks.log"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export CHARRNN_CACHE_DIR=${CHARRNN_CACHE_DIR:-$work/cache}
 
+part=""
+failed=()
+skipping=""
+part() {  # part NAME [WHAT]: the part the next commands belong to, and its heading
+  part=$1
+  skipping=""
+  if { [ -n "${ONLY:-}" ] && ! grep -qE "$ONLY" <<<"$1"; } ||
+     { [ -n "${SKIP:-}" ] && grep -qE "$SKIP" <<<"$1"; }; then
+    skipping=1
+    echo "== $1: skipped (ONLY / SKIP)"
+    return
+  fi
+  echo "== $1${2:+: $2}"
+}
+
+fail() {  # the current part failed (named once in the summary)
+  [ ${#failed[@]} -gt 0 ] && [ "${failed[-1]}" = "$part" ] || failed+=("$part")
+}
+
 run() {  # run LIMIT_SECONDS COMMAND...: print it, then run it under a time limit
+  [ -n "$skipping" ] && return 0
   local limit=$1; shift
   echo "\$ $*"
   if [ -n "${DRY_RUN:-}" ]; then return 0; fi
   timeout "$limit" "$@"
   local code=$?
-  [ $code -eq 0 ] || echo "(exit code $code)"
+  [ $code -eq 0 ] || { echo "(exit code $code)"; fail; }
 }
 
-precision_row() {  # precision_row RUN PRECISION: median chars/s from metrics, val loss from eval
-  [ -n "${DRY_RUN:-}" ] && return 0
-  $py - "$1" "$2" <<'EOF'
-import json, statistics, subprocess, sys
-run, precision = sys.argv[1], sys.argv[2]
-try:
-    rows = [json.loads(line) for line in open(f"{run}/metrics.jsonl")]
-except OSError:
-    print(f"| {precision} | run failed | | |"); sys.exit()
-rates = [r["chars_per_sec"] for r in rows if "chars_per_sec" in r][1:]  # first: warm-up
-steps = max((r["step"] for r in rows), default=0)
-ev = subprocess.run([sys.executable, "-m", "charrnn", "eval", "-c", run, "--json", "-q"],
-                    capture_output=True, text=True)
-loss = json.loads(ev.stdout)["loss"] if ev.returncode == 0 else float("nan")
-rate = statistics.median(rates) if rates else float("nan")
-print(f"| {precision} | {rate:,.0f} | {steps} | {loss:.4f} |")
+summary() {  # the last line: every part passed, or the ones that failed (status 1)
+  if [ ${#failed[@]} -eq 0 ]; then
+    echo "== done in $SECONDS s: every part passed"
+    return 0
+  fi
+  local names
+  names=$(printf '; %s' "${failed[@]}")
+  echo "== done in $SECONDS s: ${#failed[@]} part(s) FAILED: ${names#; }"
+  return 1
+}
+
+precision_table() {  # precision_table RUN...: one row per run (RUN ends in -ROUND-PRECISION),
+  [ -n "${DRY_RUN:-}${skipping}" ] && return 0  # then each precision's median over the rounds
+  $py - "$@" <<'EOF' || fail
+import json, os, statistics, subprocess, sys
+bad, runs = False, {}
+label = os.environ.get("TABLE_LABEL", "precision")
+print(f"| {label} | round | chars/s (median of logged windows) | steps | val loss (nats/char) |")
+print("|---|---|---|---|---|")
+for run in sys.argv[1:]:
+    rnd, precision = run.rsplit("-", 2)[1:]
+    try:
+        rows = [json.loads(line) for line in open(f"{run}/metrics.jsonl")]
+    except OSError:
+        print(f"| {precision} | {rnd} | run failed | | |")
+        bad = True
+        continue
+    rates = [r["chars_per_sec"] for r in rows if "chars_per_sec" in r][1:]  # first: warm-up
+    steps = max((r["step"] for r in rows), default=0)
+    ev = subprocess.run([sys.executable, "-m", "charrnn", "eval", "-c", run, "--json", "-q"],
+                        capture_output=True, text=True)
+    loss = json.loads(ev.stdout)["loss"] if ev.returncode == 0 else float("nan")
+    rate = statistics.median(rates) if rates else float("nan")
+    bad = bad or ev.returncode != 0 or not rates
+    runs.setdefault(precision, []).append((rate, steps, loss))
+    print(f"| {precision} | {rnd} | {rate:,.0f} | {steps} | {loss:.4f} |")
+for precision, got in runs.items():
+    rate, steps, loss = (statistics.median(x) for x in zip(*got))
+    print(f"| {precision} | median of {len(got)} | {rate:,.0f} | {steps:g} | {loss:.4f} |")
+sys.exit(1 if bad else 0)
 EOF
 }
 
 {
-echo "== machine"
+part "machine"
 run 20 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader
 run 60 $py -c 'import torch, typer; print("torch", torch.__version__, "cuda", torch.version.cuda,
   "cudnn", torch.backends.cudnn.version(), "typer", typer.__version__, torch.cuda.get_device_name(),
   "bf16", torch.cuda.is_bf16_supported(including_emulation=False))'
 
-echo "== cuda-marked tests"
+part "cuda-marked tests"
 run 150 $py -m pytest -q -p no:cacheprovider -m cuda tests
 
-echo "== the recurrent state's dtype under each precision (autocast alone would give fp16)"
+part "hidden-state dtype" "the recurrent state's dtype under each precision (autocast alone would give fp16)"
 run 60 $py - <<'EOF'
 import torch
 from charrnn.device import autocast
@@ -76,31 +127,47 @@ for precision in ("fp32", "fp16", "bf16"):
           f"(nn.LSTM under bare bf16 autocast: {plain})")
 EOF
 
-echo "== world size 1 under torchrun (NCCL, DDP) next to the plain command: the scaling row"
+part "scaling row" "world size 1 under torchrun (NCCL, DDP) next to the plain command"
 run 200 $py benchmarks/bench.py --only scaling --device cuda --out "$results/gpu-scaling.json"
 
-echo "== a GPU checkpoint (bf16 where supported, else fp16), sampled and resumed on the CPU"
+part "GPU checkpoint on the CPU" "bf16 where supported, else fp16; sampled and resumed on the CPU"
 half=$($py -c 'import torch; print("bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16")' 2>/dev/null || echo fp16)
-run 90 $py -m charrnn train configs/tiny.yaml --device cuda --set train.precision=$half \
+run 90 $py -m charrnn train configs/tiny.yaml --device cuda --set train.precision=${half:-fp16} \
   --out "$work/gpu-tiny" -q
 run 30 $py -m charrnn sample -c "$work/gpu-tiny" --device cpu --greedy --prime sharks --length 60
 run 90 $py -m charrnn train --resume "$work/gpu-tiny" --device cpu --set train.precision=fp32 \
   --max-steps 350
 run 30 $py -m charrnn info "$work/gpu-tiny"
 
-echo "== precision: configs/shakespeare.yaml for $minutes minutes each, validation loss by eval"
-echo "| precision | chars/s (median) | steps | val loss (nats/char) |"
-echo "|---|---|---|---|"
-for precision in fp32 fp16 bf16; do
-  run $(( ${minutes%.*} * 60 + 150 )) $py -m charrnn train configs/shakespeare.yaml \
-    --device cuda --out "$work/prec-$precision" --max-minutes "$minutes" \
-    --set train.precision=$precision --set train.log_every=25 -q
-  precision_row "$work/prec-$precision" $precision
+part "precision comparison" "configs/shakespeare.yaml for $minutes minutes each, $repeats round(s), each in the reverse order of the one before; validation loss by eval"
+order=(fp32 fp16 bf16)
+runs=()
+for (( round = 1; round <= repeats; round++ )); do
+  for precision in "${order[@]}"; do
+    run $(( ${minutes%.*} * 60 + 150 )) $py -m charrnn train configs/shakespeare.yaml \
+      --device cuda --out "$work/prec-$round-$precision" --max-minutes "$minutes" \
+      --set train.precision=$precision --set train.log_every=25 -q
+    runs+=("$work/prec-$round-$precision")
+  done
+  order=("${order[2]}" "${order[1]}" "${order[0]}")
 done
+precision_table "${runs[@]}"
 
-echo "== benchmark rows on the GPU (quick: training, sampling, eval)"
+part "planned run" "charrnn train --data tinyshakespeare.txt (planned) next to configs/shakespeare.yaml, $plan_minutes minutes each; validation loss by eval"
+run 60 $py -m charrnn plan --data data/tinyshakespeare.txt --max-minutes "$plan_minutes" \
+  --device cuda
+run $(( ${plan_minutes%.*} * 60 + 150 )) $py -m charrnn train --data data/tinyshakespeare.txt \
+  --device cuda --max-minutes "$plan_minutes" --out "$work/plan-1-planned" -q
+run $(( ${plan_minutes%.*} * 60 + 150 )) $py -m charrnn train configs/shakespeare.yaml \
+  --device cuda --max-minutes "$plan_minutes" --out "$work/plan-1-shakespeare.yaml" \
+  --set train.log_every=25 -q
+TABLE_LABEL=run precision_table "$work/plan-1-planned" "$work/plan-1-shakespeare.yaml"
+
+part "benchmark rows on the GPU" "quick: training, sampling, eval"
 run 150 $py benchmarks/bench.py --quick --only train,sample,eval --device cuda \
   --out "$results/gpu-quick.json"
-echo "== done in $SECONDS s"
+summary
 } 2>&1 | tee "$log"
-echo "log: $log"
+status=${PIPESTATUS[0]}
+[ -n "${DRY_RUN:-}" ] || echo "log: $log"
+exit "$status"

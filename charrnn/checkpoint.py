@@ -47,10 +47,39 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
              **state}
     try:
         with atomic_write(path) as fh:  # removes its temporary file on any way out, Ctrl-C too
-            torch.save(state, fh)
+            _save(state, fh)
     except OSError as exc:
         raise TrainingFailed(f"could not write checkpoint {path}: {exc.strerror or exc}; the "
                              f"previous checkpoint there is intact") from exc
+
+
+class _WriteErrors:
+    """A file that remembers the OSError of a failed write: torch.save reports one (a full
+    disk, a file-size limit) as a RuntimeError of its own that no longer says why."""
+
+    def __init__(self, fh):
+        self.fh, self.error = fh, None
+
+    def write(self, data) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+def _save(state: dict, fh) -> None:
+    """torch.save into `fh`; a write that failed raises its own OSError."""
+    recorder = _WriteErrors(fh)
+    try:
+        torch.save(state, recorder)
+    except RuntimeError:
+        if recorder.error is None:
+            raise
+        raise recorder.error from None
 
 
 def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
+import shlex
 import signal
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import List, Optional
@@ -25,12 +28,15 @@ except ImportError:  # pragma: no cover - older typer on top of click
 
 from charrnn import __version__
 from charrnn.cli_common import (CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, choose_checkpoint,
-                                decode_escapes, load_model, make_reporter, naming_checkpoint)
+                                decode_escapes, flag_overrides, load_model, make_reporter,
+                                naming_checkpoint, train_config)
 from charrnn.cli_data import data_app
 from charrnn.cli_export import export_cmd
+from charrnn.cli_plan import plan_cmd
+from charrnn.cli_tune import tune_cmd
 from charrnn.cli_sample import sample_cmd
 from charrnn.cli_view import plot_cmd, show_cmd
-from charrnn.errors import CharRNNError, DataError
+from charrnn.errors import CharRNNError
 
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
@@ -95,8 +101,8 @@ def train_cmd(
                                     "(sets train.max_minutes)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (sets train.seed)."),
     threads: Optional[int] = typer.Option(
-        None, "--threads", help="CPU threads (sets train.threads; default: the cores this "
-                                "process may use)."),
+        None, "--threads", help="CPU threads (sets train.threads; default: the count "
+                                "measured fastest for this model on this machine)."),
     resume: Optional[str] = typer.Option(
         None, "--resume", "-r", metavar="RUN_DIR|CKPT",
         help="Continue a run from its last.pt (or the checkpoint given), exactly where it "
@@ -109,38 +115,29 @@ def train_cmd(
     force: bool = typer.Option(False, "--force",
                                help="Start over in a run directory that already holds a run, "
                                     "deleting its checkpoints."),
+    reprobe: bool = typer.Option(False, "--reprobe",
+                                 help="Measure this machine's training speed anew instead of "
+                                      "reusing the cached measurement (it chooses the CPU "
+                                      "threads where train.threads is null)."),
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Train a model as CONFIG says, writing checkpoints to its run directory.
 
     Example: charrnn train configs/tiny.yaml --set model.type=gru --out runs/gru
     """
-    from charrnn.config import check_flag, default_config, load_config
-
     _check_extra_args(config, data, ctx.args)
-    sets = list(overrides) + (["data.corpus=null"] if data is not None else [])  # --data wins
-    if data not in (None, "-"):
-        data = os.path.abspath(data)  # from the current folder, whatever the config
-    for flag, key, value in (("--data", "data.path", data), ("--out", "train.out_dir", out),
-                             ("--device", "train.device", device),
-                             ("--max-steps", "train.max_steps", max_steps),
-                             ("--max-minutes", "train.max_minutes", max_minutes),
-                             ("--seed", "train.seed", seed), ("--threads", "train.threads", threads)):
-        if value is not None:
-            check_flag(flag, key, value)  # so that its error names the flag, not the file
-            sets.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
+    flags = {"--data": data, "--out": out, "--device": device, "--max-steps": max_steps,
+             "--max-minutes": max_minutes, "--seed": seed, "--threads": threads}
+    sets = flag_overrides(overrides, flags)  # a flag's error names the flag
     if init_from is not None and resume is not None:
         raise cli_errors.UsageError("--init-from starts a new run and --resume continues one: "
                                     "give one")
     if config is None and resume is None and data is None:
-        raise cli_errors.UsageError("give a CONFIG file, --data TEXT to train with every "
-                                    "default, or --resume RUN_DIR to continue a run")
-    if config is None and init_from is not None:  # no config: the checkpoint's model shape
-        from charrnn.finetune import shape_overrides
-        sets = shape_overrides(init_from) + sets
+        raise cli_errors.UsageError("give a CONFIG file, --data TEXT to train a planned run, "
+                                    "or --resume RUN_DIR to continue a run")
     # the config is read before torch is imported, so that its errors come at once
-    cfg = (load_config(config, sets) if config is not None
-           else default_config(sets) if resume is None else None)
+    cfg, user_keys = (train_config(config, sets, init_from) if resume is None
+                      else (None, frozenset()))
     from charrnn.train import config_from_checkpoint, train
     if cfg is None:
         cfg = config_from_checkpoint(resume, sets)
@@ -162,7 +159,8 @@ def train_cmd(
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = train(cfg, resume=resume, run_dir=out, force=force, init_from=init_from,
-                       on_event=reporter.training_event, should_stop=lambda: stop["requested"])
+                       on_event=reporter.training_event, should_stop=lambda: stop["requested"],
+                       reprobe=reprobe, user_keys=user_keys)
     finally:
         reporter.close()
         for s, handler in previous.items():
@@ -170,12 +168,14 @@ def train_cmd(
     best = (f"; best val loss {result.best_val_loss:.4f}"
             if result.best_val_loss is not None else "")
     if result.finished_before:  # nothing to do, which is not an error: a rerun job ends here
-        budget = ("its time budget (--max-minutes)" if result.stopped_by == "max_minutes"
-                  else "its budget (--max-steps)")
+        if result.stopped_by == "max_minutes":  # one more budget beyond the time spent
+            minutes = result.elapsed_seconds / 60 + cfg.train.max_minutes
+            budget, flag = "its time budget", f"--max-minutes {_round_up(minutes)}"
+        else:
+            budget, flag = "its budget", f"--max-steps {max(2 * result.step, 1)}"
         reporter.info(f"{result.run_dir} is already finished at step {result.step}{best}; "
                       f"nothing was trained. To train it further, raise {budget}, e.g. "
-                      f"charrnn train --resume {result.run_dir} --max-steps "
-                      f"{max(2 * result.step, 1)}")
+                      f"charrnn train --resume {result.run_dir} {flag}")
         return
     if result.stopped_by == "interrupt":
         reporter.info(f"interrupted at step {result.step}: saved {result.run_dir / 'last.pt'}; "
@@ -183,6 +183,12 @@ def train_cmd(
         raise typer.Exit(130)
     why = " (time budget reached)" if result.stopped_by == "max_minutes" else ""
     reporter.info(f"done at step {result.step}{why}{best}; checkpoints in {result.run_dir}")
+
+
+def _round_up(value: float) -> str:
+    """`value` to three significant figures, rounded up (a budget that must exceed it)."""
+    scale = 10 ** (math.floor(math.log10(value)) - 2)
+    return f"{math.ceil(value / scale - 1e-9) * scale:.12g}"
 
 
 def _check_extra_args(config: Optional[Path], data: Optional[str], extra: List[str]) -> None:
@@ -205,6 +211,8 @@ def _check_extra_args(config: Optional[Path], data: Optional[str], extra: List[s
 
 app.command("sample")(sample_cmd)
 app.command("export")(export_cmd)
+app.command("plan")(plan_cmd)
+app.command("tune")(tune_cmd)
 
 
 # ------------------------------------------------------------------------------------ eval
@@ -231,7 +239,8 @@ def eval_cmd(
     Example: charrnn eval --checkpoint runs/tiny data/foodchain.txt --json
     """
     from charrnn.data import read_text
-    from charrnn.evaluate import evaluate_text, summarize, validation_loss
+    from charrnn.evaluate import (evaluate_text, summarize, training_validation_split,
+                                  validation_loss)
     from charrnn.vocab import describe_chars
 
     if unknown not in ("error", "skip"):
@@ -256,8 +265,12 @@ def eval_cmd(
                               f"{describe_chars(loaded.vocab.missing(text))}: not in the "
                               f"model's vocab")
         else:
-            corpus = _validation_corpus(loaded)
+            corpus, warning = training_validation_split(
+                loaded.cfg, loaded.vocab.chars, loaded.trained_on,
+                score_command=f"charrnn eval -c {shlex.quote(str(loaded.path))}")
             reporter.info(loaded.note)
+            if warning:
+                reporter.warn(warning)
             reporter.info(f"scoring the validation split of {corpus.source} "
                           f"({len(corpus.val):,} characters)")
             result = {**summarize(*validation_loss(loaded.model, corpus.val, loaded.device)),
@@ -269,20 +282,6 @@ def eval_cmd(
         sys.stdout.write(f"loss {result['loss']:.4f} nats/char  bpc {result['bpc']:.4f}  "
                          f"perplexity {result['perplexity']:.3f}  chars {result['chars']:,}"
                          f"{skipped}\n")
-
-
-def _validation_corpus(loaded):
-    """The training text of a model, to score its validation split, if it can be rebuilt."""
-    from charrnn.data import load_training_corpus
-    cfg = loaded.cfg
-    if cfg.data.path == "-" and not cfg.data.corpus:
-        raise DataError("cannot rebuild the validation split: the model was trained on text "
-                        "from stdin; give the TEXT_FILE to score, or pipe it in")
-    corpus = load_training_corpus(cfg, missing="if it has moved, give it as TEXT_FILE")
-    if corpus.vocab != loaded.vocab or len(corpus.val) < 2:
-        raise DataError(f"cannot rebuild the validation split of {corpus.source}: give "
-                        f"the TEXT_FILE to score")
-    return corpus
 
 
 # ------------------------------------------------------------------------------------ info
@@ -300,6 +299,7 @@ def info_cmd(
     Example: charrnn info runs/tiny
     """
     from charrnn.checkpoint import load_checkpoint
+    from charrnn.report import plural
 
     ckpt, why = choose_checkpoint(path)
     with naming_checkpoint(ckpt, why):
@@ -319,8 +319,8 @@ def info_cmd(
         "kind": state.get("kind", "checkpoint"),
     }
     run_end = _run_end(ckpt, state)
-    if run_end is not None:  # a best.pt snapshot of a run that has ended since
-        info["run_stopped_by"], info["run_step"] = run_end["stopped_by"], run_end["step"]
+    if run_end is not None:  # a best.pt snapshot of a run that has gone on (or ended) since
+        info["run_stopped_by"], info["run_step"] = run_end.get("stopped_by"), run_end["step"]
     if as_json:
         sys.stdout.write(json.dumps(info) + "\n")
         return
@@ -331,18 +331,22 @@ def info_cmd(
         f"model        {info['model']}: {info['num_layers']} x {info['hidden_size']} "
         f"(embedding {info['embedding_dim']}, dropout {info['dropout']})\n"
         f"parameters   {info['parameters']:,}\n"
-        f"vocab        {info['vocab_size']} characters\n"
+        f"vocab        {plural(info['vocab_size'], 'character')}\n"
         f"step         {info['step']} of {info['max_steps']}\n"
         f"val loss     {fmt(info['val_loss'])} (best {fmt(info['best_val_loss'])}) nats/char\n"
         f"train loss   {fmt(info['train_loss'])} nats/char\n"
         + ("" if info["kind"] == "export" else
            f"stopped      {_stop_reason(state)}\n" if run_end is None else
            f"stopped      - (the best snapshot, from step {info['step']}); the run stopped "
-           f"{_stop_reason(run_end)}, see last.pt\n"))
+           f"{_stop_reason(run_end)}, see last.pt\n" if run_end.get("stopped_by") else
+           f"stopped      - (the best snapshot, from step {info['step']}); last.pt is at step "
+           f"{run_end['step']}, saved while training (still running, or killed): --resume "
+           f"continues from there\n"))
 
 
 def _run_end(ckpt, state: dict) -> dict | None:
-    """For a best.pt saved mid-run, the state of last.pt beside it if that run has ended."""
+    """For a best.pt saved mid-run, the state of last.pt beside it if that run has ended or
+    gone on to a later step (as after a kill: --resume continues from last.pt)."""
     from charrnn.checkpoint import load_checkpoint
     from charrnn.errors import CheckpointError
 
@@ -353,7 +357,7 @@ def _run_end(ckpt, state: dict) -> dict | None:
         end = load_checkpoint(last)
     except CheckpointError:
         return None
-    return end if end.get("stopped_by") else None
+    return end if end.get("stopped_by") or end["step"] != state["step"] else None
 
 
 def _stop_reason(state: dict) -> str:
@@ -374,10 +378,35 @@ app.command("show")(show_cmd)
 
 # ------------------------------------------------------------------------------------ entry
 
-def _fail(message: str, code: int) -> int:
+def _fail(message: str, code: int, rank_0_says_it: bool = False) -> int:
+    """Say `message` as one `error:` line; return `code`. On a rank other than 0 that knows
+    rank 0 says the same, wait for rank 0 instead (see RANK_0_FIRST), then exit quietly."""
+    if rank_0_says_it:  # the launcher's SIGTERM, once rank 0 has exited, ends the wait
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(code))
+        time.sleep(RANK_0_FIRST)
+        return code
     sys.stderr.write("error: " + " ".join(str(message).split()) + "\n")
     sys.stderr.flush()
     return code
+
+
+# How long a rank other than 0 waits before it exits on bad input, so that the launcher, which
+# stops every rank once one has exited, does not stop rank 0 before it has said why.
+RANK_0_FIRST = 10.0
+
+
+def _said_by_rank_0(exc: Exception) -> bool:
+    """Under torchrun every rank runs the command: bad input (the same arguments, config and
+    files on every rank) is said once, by rank 0, and the other ranks exit with its code
+    quietly. A device that one rank lacks is its own error, said by that rank."""
+    if "RANK" not in os.environ:  # no launcher: no need to import torch to find out
+        return False
+    from charrnn.distributed import is_main_process
+    from charrnn.errors import DeviceError
+    return not is_main_process() and (
+        isinstance(exc, cli_errors.UsageError)
+        or isinstance(exc, CharRNNError) and exc.exit_code == 2
+        and not isinstance(exc, DeviceError))
 
 
 _PATH_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS,
@@ -403,11 +432,11 @@ def main(argv: Optional[list[str]] = None) -> None:
             raise
         hint = f" (see charrnn {exc.ctx.command_path.removeprefix('charrnn ')} --help)" \
             if exc.ctx and exc.ctx.parent else " (see charrnn --help)"
-        code = _fail(exc.format_message() + hint, 2)
+        code = _fail(exc.format_message() + hint, 2, _said_by_rank_0(exc))
     except CharRNNError as exc:
         if debug:
             raise
-        code = _fail(str(exc), exc.exit_code)
+        code = _fail(str(exc), exc.exit_code, _said_by_rank_0(exc))
     except (KeyboardInterrupt, typer.Abort):
         code = _fail("interrupted", 130)
     except BrokenPipeError:

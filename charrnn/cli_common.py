@@ -6,6 +6,8 @@ Imported by cli.py and by each command-group module; imports nothing heavy at mo
 
 from __future__ import annotations
 
+import json
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,7 @@ class LoadedModel:
     path: Path
     why: Optional[str]  # the rule that chose the checkpoint; None when the user named it
     step: int
+    trained_on: Optional[dict] = None  # the fingerprint of its training text, where recorded
 
     @property
     def note(self) -> str:
@@ -110,4 +113,39 @@ def load_model(checkpoint: Optional[str], device_spec: str) -> LoadedModel:
                                   f"({str(exc).splitlines()[0]})") from None
         model.to(device).eval()
         vocab = Vocab(state["vocab"])
-    return LoadedModel(model, vocab, cfg, device, path, why, state["step"])
+    return LoadedModel(model, vocab, cfg, device, path, why, state["step"], state.get("data"))
+
+
+# the flags `train` and `plan` share, and the config key each sets
+FLAG_KEYS = {"--data": "data.path", "--out": "train.out_dir", "--device": "train.device",
+             "--max-steps": "train.max_steps", "--max-minutes": "train.max_minutes",
+             "--seed": "train.seed", "--threads": "train.threads"}
+
+
+def flag_overrides(overrides: list[str], flags: dict) -> list[str]:
+    """`--set` overrides followed by those of the flags given (a flag wins over --set), each
+    flag checked so that its error names the flag, not the key."""
+    from charrnn.config import check_flag
+    sets = list(overrides) + (["data.corpus=null"] if flags.get("--data") is not None else [])
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        if flag == "--data" and value != "-":
+            value = os.path.abspath(value)  # from the current folder, whatever the config
+        check_flag(flag, FLAG_KEYS[flag], value)
+        sets.append(f"{FLAG_KEYS[flag]}={json.dumps(value) if isinstance(value, str) else value}")
+    return sets
+
+
+def train_config(config, sets: list[str], init_from: str | None):
+    """The config of a new run and the keys its user set. With no CONFIG the run is planned
+    (train.plan, unless --set says otherwise) and, with --init-from, takes the checkpoint's
+    model shape."""
+    from charrnn.config import default_config, load_config, set_keys
+    if config is None and init_from is not None:  # no config: the checkpoint's model shape
+        from charrnn.finetune import shape_overrides
+        sets = shape_overrides(init_from) + sets
+    if config is None:
+        sets = ["train.plan=true"] + sets
+    cfg = load_config(config, sets) if config is not None else default_config(sets)
+    return cfg, set_keys(config, [s for s in sets if s != "train.plan=true"])

@@ -1,4 +1,5 @@
-"""`charrnn data ...`: fetch and list known corpora (the commands; the work is in corpora.py).
+"""`charrnn data ...`: fetch and list known corpora (the work is in corpora.py), and list or
+clear the cache of encoded corpora (cache.py).
 
 `get` talks on stderr only (a rich progress bar when stderr is a terminal, plain lines
 otherwise); `list` writes its table or JSON to stdout.
@@ -13,8 +14,8 @@ from typing import Optional
 
 import typer
 
-data_app = typer.Typer(help="Fetch and list known corpora (tinyshakespeare, enwik8, text8).",
-                       no_args_is_help=True)
+data_app = typer.Typer(help="Fetch and list known corpora (tinyshakespeare, enwik8, text8); "
+                            "list or clear the corpus cache.", no_args_is_help=True)
 
 _TO_HELP = "Corpora folder (default: $CHARRNN_DATA_DIR, else $XDG_DATA_HOME/charrnn/corpora, " \
            "by default ~/.local/share/charrnn/corpora)."
@@ -146,3 +147,45 @@ def list_cmd(
                   f"  licence: {row['license']}\n"
                   f"  source:  {row['source']}\n")
     out.write("\nget one with: charrnn data get NAME\n")
+
+
+@data_app.command("cache")
+def cache_cmd(
+    clear: bool = typer.Option(False, "--clear", help="Remove every entry of the cache."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead."),
+) -> None:
+    """List the corpus cache (encoded texts: size, last use, source), or clear it.
+
+    Large single files are encoded once into the cache folder ($CHARRNN_CACHE_DIR, else
+    ~/.cache/charrnn) and memory-mapped from it. It holds at most $CHARRNN_CACHE_MAX_MB MB
+    (default 2048; 0 turns it off): the least recently used entries make room for a new one.
+
+    Example: charrnn data cache --clear
+    """
+    import time
+
+    from charrnn import cache
+
+    folder, limit = cache.cache_dir(), cache.max_bytes()
+    out = sys.stdout
+    if clear:
+        count, freed = cache.clear(folder)
+        sys.stderr.write(f"removed {count} cache entr{'y' if count == 1 else 'ies'} "
+                         f"({_mb(freed)}) from {folder}\n")
+        return
+    entries = sorted(cache.list_entries(folder), key=lambda e: -e.last_used)
+    total = sum(e.bytes for e in entries)
+    if as_json:
+        out.write(json.dumps({"folder": str(folder), "max_bytes": limit, "bytes": total,
+                              "entries": [vars(e) for e in entries]}, indent=2) + "\n")
+        return
+    bound = f"at most {_mb(limit)}" if limit else "the cache is off"
+    out.write(f"corpus cache: {folder}\n{len(entries)} entr{'y' if len(entries) == 1 else 'ies'},"
+              f" {_mb(total)}; {bound} (${cache.MAX_MB_ENV})\n")
+    for e in entries:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
+        what = e.source or "(incomplete entry)"
+        note = "" if e.status == "current" else f"  [{e.status}]"
+        out.write(f"\n{_mb(e.bytes):>12}  last used {used}  {what}{note}\n")
+    if entries:
+        out.write("\nclear it with: charrnn data cache --clear\n")

@@ -62,8 +62,9 @@ def _check_combinations(prime, prime_file, greedy, beam, num_samples, temperatur
             given = ["--greedy"] * greedy + chance + ["--seed"] * (seed is not None)
             raise SamplingError(f"--beam is deterministic: drop {' and '.join(given)}")
         if num_samples > beam:
+            from charrnn.report import plural
             raise SamplingError(f"--num-samples {num_samples} is more than --beam {beam}: "
-                                f"beam search keeps only {beam} candidates")
+                                f"beam search keeps only {plural(beam, 'candidate')}")
 
 
 def sample_cmd(

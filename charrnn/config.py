@@ -28,6 +28,10 @@ from charrnn.textsource import has_glob
 
 INT64_MAX = 2**63 - 1
 SEED_MAX = 2**64 - 1  # torch.manual_seed takes up to this
+# Upper bounds of the size keys, far above any model or batch that fits in memory (whether one
+# does is checked before it is built: models.check_training_fits), so that a typo is an error
+# naming the key rather than an overflow inside torch.
+WIDTH_MAX, LAYERS_MAX, ROWS_MAX = 2**16, 1024, 2**20
 
 
 def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -54,17 +58,18 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     type: str = _opt("lstm", "model family from the registry (rnn, lstm, gru, ...)")
-    embedding_dim: int = _opt(64, "size of the character embedding", min=1)
-    hidden_size: int = _opt(256, "units per recurrent layer", min=1)
-    num_layers: int = _opt(2, "stacked recurrent layers", min=1)
+    embedding_dim: int = _opt(64, "size of the character embedding", min=1, max=WIDTH_MAX)
+    hidden_size: int = _opt(256, "units per recurrent layer", min=1, max=WIDTH_MAX)
+    num_layers: int = _opt(2, "stacked recurrent layers", min=1, max=LAYERS_MAX)
     dropout: float = _opt(0.0, "dropout between layers and before the output head",
                           min=0.0, max=1.0, max_open=True)
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = _opt(64, "parallel streams per step", min=1)
-    seq_len: int = _opt(100, "characters per stream per step (truncated BPTT length)", min=1)
+    batch_size: int = _opt(64, "parallel streams per step", min=1, max=ROWS_MAX)
+    seq_len: int = _opt(100, "characters per stream per step (truncated BPTT length)", min=1,
+                        max=ROWS_MAX)
     max_steps: int = _opt(2000, "optimizer steps in total", min=0)
     max_minutes: Optional[float] = _opt(None, "stop cleanly after this many minutes of training",
                                         min=0.0, min_open=True)
@@ -87,8 +92,11 @@ class TrainConfig:
     device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps")
     precision: str = _opt("auto", "auto (fp32; on CUDA with TF32), fp32, fp16 or bf16 (CUDA only)",
                           choices=("auto", "fp32", "fp16", "bf16"))
-    threads: Optional[int] = _opt(None, "CPU threads (null: the cores this process may use)", min=1)
+    threads: Optional[int] = _opt(None, "CPU threads (null: the count measured fastest for "
+                                        "this model here, cached; see --reprobe)", min=1)
     seed: int = _opt(1337, "seed for weights, dropout and sampling", min=0, max=SEED_MAX)
+    plan: bool = _opt(False, "plan the model and train keys this config leaves unset from the "
+                             "text, the measured speed and the budget (charrnn plan shows how)")
     sample_every: Optional[int] = _opt(None, "a short sample every N steps (null: every "
                                              "eval_every; 0: none)", min=0)
 
@@ -178,43 +186,50 @@ def _check_value(key: str, value: Any, f: dataclasses.Field,
     return value, None
 
 
-def config_from_dict(raw: Any, source: str = "config") -> Config:
-    """Build and validate a Config from nested mappings, reporting every problem at once."""
+def config_from_dict(raw: Any, source: str = "config", overrides: list[str] = ()) -> Config:
+    """Build and validate a Config from nested mappings (read from `source`) with `--set`
+    overrides applied, reporting every problem at once, each under the source it came from."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections "
                           f"({', '.join(_SECTION_CLASSES)}), got {type(raw).__name__}")
-    problems: list[str] = []
+    from_set = _override_keys(overrides)  # and the sections that only --set names:
+    from_set |= {key.partition(".")[0] for key in from_set
+                 if not isinstance(raw.get(key.partition(".")[0]), dict)}
+    raw = apply_overrides(raw, list(overrides))
+    problems: dict[str, list[str]] = {source: [], "--set": []}
     sections: dict[str, Any] = {}
     for name, body in raw.items():
         if name not in _SECTION_CLASSES:
-            problems.append(f"unknown section '{name}'{_suggest(str(name), list(_SECTION_CLASSES))}")
+            problems["--set" if name in from_set else source].append(
+                f"unknown section '{name}'{_suggest(str(name), list(_SECTION_CLASSES))}")
             continue
         if body is None:
             body = {}
         if not isinstance(body, dict):
-            problems.append(f"{name}: expected a mapping of keys, got {body!r}")
+            problems[source].append(f"{name}: expected a mapping of keys, got {body!r}")
             continue
         cls = _SECTION_CLASSES[name]
         fields = {f.name: f for f in dataclasses.fields(cls)}
         hints = typing.get_type_hints(cls)
         values = {}
         for key, value in body.items():
+            found = problems["--set" if f"{name}.{key}" in from_set else source]
             if f"{name}.{key}" in REMOVED:
-                problems.append(f"{name}.{key} was removed: {REMOVED[f'{name}.{key}']}")
+                found.append(f"{name}.{key} was removed: {REMOVED[f'{name}.{key}']}")
                 continue
             if key not in fields:
-                problems.append(f"unknown key '{name}.{key}'"
-                                f"{_suggest(str(key), list(fields))}")
+                found.append(f"unknown key '{name}.{key}'{_suggest(str(key), list(fields))}")
                 continue
             value, problem = _check_value(f"{name}.{key}", value, fields[key], hints[key])
             if problem:
-                problems.append(problem)
+                found.append(problem)
             values[key] = value
         sections[name] = values
-    if problems:
-        raise ConfigError(f"{source}: " + "; ".join(problems))
+    if any(problems.values()):
+        raise ConfigError("; ".join(f"{where}: " + "; ".join(found)
+                                    for where, found in problems.items() if found))
     return Config(**{name: _SECTION_CLASSES[name](**sections.get(name, {}))
                      for name in _SECTION_CLASSES})
 
@@ -256,6 +271,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, parsed
 
 
+def _override_keys(overrides: list[str]) -> set[str]:
+    """The `section.key` names that `--set` overrides set."""
+    return {".".join(parse_override(text)[0]) for text in overrides}
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Return a copy of `raw` with each `section.key=value` applied."""
     merged = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
@@ -266,6 +286,15 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             body = merged[section] = {}
         body[key] = value
     return merged
+
+
+def set_keys(path: str | Path | None, overrides: list[str] = ()) -> frozenset[str]:
+    """The `section.key`s a user set: in the config file, by --set or by a flag (which the
+    command line turns into overrides). A planned run leaves them as they are."""
+    raw = read_yaml(path) if path is not None else {}
+    keys = {f"{section}.{key}" for section, body in raw.items() if isinstance(body, dict)
+            for key in body}
+    return frozenset(keys | {".".join(parse_override(text)[0]) for text in overrides})
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -301,8 +330,10 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     data = raw.get("data")
     if isinstance(data, dict) and isinstance(data.get("path"), str):
         raw = {**raw, "data": {**data, "path": resolve_relative(data["path"], Path(path).parent)}}
-    return _finish(config_from_dict(apply_overrides(raw, list(overrides)), source=str(path)),
-                   Path(path).stem, str(path))
+    both = f"{path} and --set" if _override_keys(overrides) & {"data.path", "data.corpus"} \
+        else str(path)  # the source of a data.path / data.corpus conflict
+    return _finish(config_from_dict(raw, source=str(path), overrides=list(overrides)),
+                   Path(path).stem, both)
 
 
 def default_config(overrides: list[str] = ()) -> Config:
@@ -310,7 +341,7 @@ def default_config(overrides: list[str] = ()) -> Config:
 
     The run directory is named after the text: runs/my for my.txt.
     """
-    cfg = config_from_dict(apply_overrides({}, list(overrides)), source="the command line")
+    cfg = config_from_dict({}, source="the command line", overrides=list(overrides))
     stem = re.sub(r"[^\w.-]", "", Path(cfg.data.path or "").stem) if cfg.data.path != "-" else ""
     return _finish(cfg, stem or "run", "the command line")
 

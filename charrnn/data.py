@@ -5,8 +5,9 @@ its characters and length, the second writes each piece's ids straight into a te
 once at its final size. Code points are handled by torch (bincount, then a lookup table), so
 there is never a Python object per character, and loading needs little more memory than the
 ids: 1 byte per character up to 256 symbols, 2 up to 32,768. Single files of 1 MB or more
-are encoded into the on-disk cache (ids + vocab) and memory-mapped from it, so a second run
-over a large corpus starts in about a second.
+are encoded into the on-disk cache (cache.py: ids + vocab, bounded, least recently used entries
+evicted) and memory-mapped from it, so a second run over a large corpus starts in about a
+second.
 
 Batches for truncated backprop-through-time: the ids are cut into `batch_size` contiguous
 streams, and step k of a pass reads window k of every stream; targets are the inputs shifted
@@ -20,7 +21,6 @@ by one character. The model's hidden state is carried from window to window.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -29,13 +29,14 @@ from typing import Iterator
 
 import torch
 
+from charrnn.cache import Slot, cache_dir, max_bytes  # noqa: F401
 from charrnn.errors import DataError
 from charrnn.fsutil import atomic_write, write_text_atomic
-from charrnn.textsource import Source, has_glob, open_source, pieces, read_text  # noqa: F401
-from charrnn.vocab import Vocab
+from charrnn.textsource import (Source, has_glob, open_source, pieces, read_text,  # noqa: F401
+                                stdin_is_empty)
+from charrnn.vocab import Vocab, code_points, lookup
 
 CACHE_MIN_BYTES = 1 << 20  # smaller files load faster than a cache lookup would save
-CACHE_FORMAT = 2
 MIN_EVAL_STREAM = 1024  # characters per evaluation stream, so few start from an empty state
 
 
@@ -53,30 +54,20 @@ class Corpus:
 
 # ---------------------------------------------------------------------------- encoding
 
-def _code_points(piece: bytes | str) -> torch.Tensor:
-    """The code points of a piece of text: uint8 for ASCII bytes, else int32."""
-    if isinstance(piece, bytes):
-        return torch.frombuffer(bytearray(piece), dtype=torch.uint8)
-    return torch.frombuffer(bytearray(piece.encode("utf-32-le")), dtype=torch.int32)
-
-
 def _scan(source: Source, errors: str) -> tuple[Vocab, torch.Tensor, int]:
     """First pass: the vocab, a code point -> id table, and the length in characters."""
     present = torch.zeros(0x110000, dtype=torch.bool)
     length = 0
     for piece in pieces(source, errors):
-        points = _code_points(piece)
+        points = code_points(piece)
         counts = torch.bincount(points)
         present[:len(counts)] |= counts > 0
         length += len(points)
     if not length:
         raise DataError(f"{source.name} is empty: give a text with at least a few hundred "
                         f"characters")
-    codes = present.nonzero().flatten()
-    vocab = Vocab([chr(c) for c in codes.tolist()])
-    table = torch.zeros(int(codes[-1]) + 1, dtype=vocab.dtype)
-    table[codes] = torch.arange(len(codes)).to(vocab.dtype)
-    return vocab, table, length
+    vocab = Vocab([chr(c) for c in present.nonzero().flatten().tolist()])
+    return vocab, vocab.table, length
 
 
 def _fill(source: Source, errors: str, table: torch.Tensor, ids: torch.Tensor,
@@ -85,13 +76,10 @@ def _fill(source: Source, errors: str, table: torch.Tensor, ids: torch.Tensor,
     pos = 0
     try:
         for piece in pieces(source, errors):
-            points = _code_points(piece)
-            end = pos + len(points)
-            if end > len(ids):
+            if pos + len(piece) > len(ids):  # (bytes: ASCII, as many characters)
+                pos = -1
                 break
-            torch.index_select(table, 0, points.int() if points.dtype == torch.uint8 else points,
-                               out=ids[pos:end])
-            pos = end
+            pos += lookup(table, piece, ids[pos:])
     except (IndexError, RuntimeError):  # a character the first pass did not see
         pos = -1
     if pos != len(ids) or source.stamp() != stamp:
@@ -111,16 +99,16 @@ def _one_thread() -> Iterator[None]:
 
 
 def encode_source(source: Source, errors: str = "strict",
-                  cache: Path | None = None) -> tuple[Vocab, torch.Tensor]:
+                  cache: Slot | None = None) -> tuple[Vocab, torch.Tensor]:
     """Vocab and ids of a source; with `cache`, the ids are written into that cache entry."""
     with _one_thread():
         return _encode(source, errors, cache)
 
 
-def _encode(source: Source, errors: str, cache: Path | None) -> tuple[Vocab, torch.Tensor]:
+def _encode(source: Source, errors: str, cache: Slot | None) -> tuple[Vocab, torch.Tensor]:
     stamp = source.stamp()
     vocab, table, length = _scan(source, errors)
-    if cache is not None:
+    if cache is not None and cache.reserve(length * vocab.dtype.itemsize):
         try:
             return vocab, _encode_into_cache(source, errors, table, length, vocab, cache, stamp)
         except (OSError, RuntimeError):
@@ -132,44 +120,17 @@ def _encode(source: Source, errors: str, cache: Path | None) -> tuple[Vocab, tor
 
 # ---------------------------------------------------------------------------- caching
 
-def cache_dir() -> Path:
-    """Where encoded corpora are cached: $CHARRNN_CACHE_DIR, else ~/.cache/charrnn."""
-    env = os.environ.get("CHARRNN_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "charrnn"
-
-
-def _cache_key(path: Path, errors: str) -> str:
-    st = path.stat()
-    ident = f"{CACHE_FORMAT}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{errors}"
-    return hashlib.sha256(ident.encode()).hexdigest()[:24]
-
-
-def _load_cached(base: Path) -> tuple[Vocab, torch.Tensor] | None:
-    meta_path, ids_path = base.with_suffix(".json"), base.with_suffix(".ids")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        dtype = getattr(torch, meta["dtype"])
-        if ids_path.stat().st_size != meta["length"] * dtype.itemsize or not meta["length"]:
-            return None
-        ids = torch.from_file(str(ids_path), shared=True, size=meta["length"], dtype=dtype)
-        return Vocab(meta["vocab"]), ids
-    except (OSError, ValueError, KeyError, AttributeError, RuntimeError, DataError):
-        return None
-
-
 def _encode_into_cache(source: Source, errors: str, table: torch.Tensor, length: int,
-                       vocab: Vocab, base: Path, stamp: list) -> torch.Tensor:
-    """Encode into a new cache entry, memory-mapped: its ids are the only copy in memory.
+                       vocab: Vocab, slot: Slot, stamp: list) -> torch.Tensor:
+    """Encode into a new cache entry (cache.py), memory-mapped: its ids are the only copy in
+    memory.
 
     The ids file is written through `atomic_write` (renamed into place once complete), then
     its vocab; an entry without its vocab file is simply not found.
     """
-    base.parent.mkdir(parents=True, exist_ok=True)
-    size = length * torch.empty(0, dtype=vocab.dtype).element_size()
-    with atomic_write(base.with_suffix(".ids"), durable=False) as fh:
+    slot.folder.mkdir(parents=True, exist_ok=True)
+    size = length * vocab.dtype.itemsize
+    with atomic_write(slot.ids_path, durable=False) as fh:
         if hasattr(os, "posix_fallocate"):
             os.posix_fallocate(fh.fileno(), 0, size)  # a full disk fails here, not in the map
         else:  # pragma: no cover - not Linux
@@ -177,9 +138,7 @@ def _encode_into_cache(source: Source, errors: str, table: torch.Tensor, length:
         fh.flush()
         ids = torch.from_file(fh.name, shared=True, size=length, dtype=vocab.dtype)
         _fill(source, errors, table, ids, stamp)
-    meta = {"vocab": vocab.chars, "dtype": str(vocab.dtype).removeprefix("torch."),
-            "length": length}
-    write_text_atomic(base.with_suffix(".json"), json.dumps(meta), durable=False)
+    write_text_atomic(slot.meta_path, json.dumps(slot.meta(vocab, length)), durable=False)
     return ids
 
 
@@ -190,13 +149,14 @@ def load_corpus(path: str, val_fraction: float = 0.1, errors: str = "strict",
     """Read, encode and split a corpus; large single files go through the on-disk cache."""
     source = open_source(path)
     single = source.single_file
-    base = None
-    if use_cache and single is not None and single.stat().st_size >= CACHE_MIN_BYTES:
-        base = cache_dir() / _cache_key(single, errors)
-        loaded = _load_cached(base)
+    slot = None
+    if (use_cache and single is not None and single.stat().st_size >= CACHE_MIN_BYTES
+            and max_bytes() > 0):  # (0: the cache is off)
+        slot = Slot(single, errors)
+        loaded = slot.load()
         if loaded is not None:
             return _corpus(*loaded, val_fraction, source.name, cached=True)
-    return _corpus(*encode_source(source, errors, base), val_fraction, source.name)
+    return _corpus(*encode_source(source, errors, slot), val_fraction, source.name)
 
 
 def _corpus(vocab: Vocab, ids: torch.Tensor, val_fraction: float, name: str,
@@ -206,11 +166,13 @@ def _corpus(vocab: Vocab, ids: torch.Tensor, val_fraction: float, name: str,
 
 
 def load_training_corpus(cfg, missing: str = "if the text has moved, pass --data with its "
-                                              "new place") -> Corpus:
+                                              "new place", piped_before: bool = False) -> Corpus:
     """The corpus a config names (a path, or a known corpus fetched by `charrnn data get`).
 
     Used by training and by `charrnn eval`, which rebuilds the validation split from it.
-    `missing` says what to do when the text of a saved run is no longer where it was.
+    `missing` says what to do when the text of a saved run is no longer where it was;
+    `piped_before`: the saved run being continued was trained on stdin, which must bring the
+    same text again.
     """
     path = cfg.data.path
     if cfg.data.corpus and path:
@@ -222,10 +184,17 @@ def load_training_corpus(cfg, missing: str = "if the text has moved, pass --data
     if not path:
         raise DataError("no training text: set data.path in the config, or pass --data PATH "
                         "(- for stdin)")
+    if path == "-" and piped_before and stdin_is_empty():
+        raise DataError("this run was trained on text piped to stdin, and nothing is piped in "
+                        "now: pipe the same text in again (charrnn train --resume RUN < TEXT), "
+                        "or give it as a file with --data TEXT")
     if path != "-" and not has_glob(path) and not Path(path).exists():
         raise DataError(f"data path not found: {path} ({missing})")
     corpus = load_corpus(path, cfg.data.val_fraction, cfg.data.encoding_errors)
     if cfg.data.val_fraction > 0 and len(corpus.val) < 2:
+        if len(corpus.ids) < cfg.train.batch_size * cfg.train.seq_len + 1:
+            raise too_short_for_a_window(corpus.source, len(corpus.ids), cfg.train.batch_size,
+                                         cfg.train.seq_len)  # the limit no val_fraction lifts
         raise DataError(f"the validation split of {corpus.source} is only {len(corpus.val)} "
                         f"character(s): raise data.val_fraction, use a longer text, or set "
                         f"data.val_fraction: 0")
@@ -240,6 +209,14 @@ def split(ids: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, torch.T
 
 # ---------------------------------------------------------------------------- batching
 
+def too_short_for_a_window(text: str, length: int, batch_size: int, seq_len: int,
+                           also: str = "") -> DataError:
+    """The error for a text shorter than one training window (`also`: one more remedy)."""
+    return DataError(f"{text} has {length:,} characters, but one training window needs "
+                     f"batch_size x seq_len + 1 = {batch_size * seq_len + 1:,}: use a longer "
+                     f"text, or lower train.batch_size / train.seq_len{also}")
+
+
 class StreamBatcher:
     """Contiguous streams for truncated BPTT; window `step` of a pass is a pure function of step.
 
@@ -248,12 +225,9 @@ class StreamBatcher:
     """
 
     def __init__(self, ids: torch.Tensor, batch_size: int, seq_len: int):
-        need = batch_size * seq_len + 1
-        if len(ids) < need:
-            raise DataError(
-                f"the training text has {len(ids):,} characters, but one training window needs "
-                f"batch_size x seq_len + 1 = {need:,}: use a longer text, or lower "
-                f"train.batch_size / train.seq_len (or data.val_fraction)")
+        if len(ids) < batch_size * seq_len + 1:
+            raise too_short_for_a_window("the training text", len(ids), batch_size, seq_len,
+                                         " (or data.val_fraction)")
         per_stream = (len(ids) - 1) // batch_size
         self.batch_size, self.seq_len = batch_size, seq_len
         self.windows_per_pass = per_stream // seq_len
@@ -280,25 +254,31 @@ def eval_windows(ids: torch.Tensor, streams: int, seq_len: int, max_windows: int
 
     Every character but the first is a target exactly once. The last stream is padded at its
     end; `valid` masks the padding out (None when a window has none). Each stream starts from an
-    empty hidden state, so streams are kept at least MIN_EVAL_STREAM characters long.
+    empty hidden state, so streams are kept at least MIN_EVAL_STREAM characters long. The ids
+    are read through views: only a window is ever copied, never the text.
     """
     n = len(ids) - 1  # characters to predict
     if n < 1:
         return
     streams = max(1, min(streams, n // MIN_EVAL_STREAM))
     per_stream = -(-n // streams)
-    pad = streams * per_stream - n
-    padded = torch.cat([ids, ids.new_zeros(pad)]) if pad else ids
-    inputs = padded[:-1].view(streams, per_stream)
-    targets = padded[1:].view(streams, per_stream)
+    last = n - (streams - 1) * per_stream  # the last stream's characters to predict
+    # (streams - 1, per_stream) views of the full streams; the last one is read on its own
+    full = ids[:(streams - 1) * per_stream + 1]
+    inputs = full[:-1].view(streams - 1, per_stream)
+    targets = full[1:].view(streams - 1, per_stream)
+    tail = ids[(streams - 1) * per_stream:]  # last + 1 ids
     for k, start in enumerate(range(0, per_stream, seq_len)):
         if max_windows is not None and k >= max_windows:
             return
-        cols = slice(start, start + seq_len)
-        x, y = inputs[:, cols].long(), targets[:, cols].long()
+        width = min(seq_len, per_stream - start)
+        x = ids.new_zeros(streams, width, dtype=torch.long)
+        y = ids.new_zeros(streams, width, dtype=torch.long)
+        x[:-1], y[:-1] = inputs[:, start:start + width], targets[:, start:start + width]
+        have = max(0, min(width, last - start))  # real characters of the last stream here
+        x[-1, :have], y[-1, :have] = tail[start:start + have], tail[start + 1:start + 1 + have]
         valid = None
-        if pad and start + x.size(1) > per_stream - pad:
-            positions = torch.arange(start, start + x.size(1))
-            valid = torch.ones_like(y, dtype=torch.bool)
-            valid[-1] = positions < per_stream - pad
+        if have < width:
+            valid = torch.ones(streams, width, dtype=torch.bool, device=ids.device)
+            valid[-1, have:] = False
         yield x, y, valid

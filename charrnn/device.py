@@ -42,6 +42,37 @@ def resolve_device(spec: str = "auto") -> torch.device:
     raise DeviceError(f"device {spec!r}: expected auto, cpu, cuda, cuda:N or mps")
 
 
+def machine_memory() -> int | None:
+    """Bytes of physical memory, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def memory_of(device: torch.device) -> tuple[int | None, str]:
+    """Bytes of memory that `device` computes in (None where unknown), and its name in errors:
+    a CUDA GPU's own memory, else the machine's."""
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return props.total_memory, f"the GPU's ({props.name})"
+    return machine_memory(), "this machine's"
+
+
+def check_memory(need: int, device: torch.device, what: str, remedy: str,
+                 error: type[Exception] = DeviceError) -> None:
+    """Refuse, before anything is allocated, what needs more than all of `device`'s memory:
+    raise `error` saying that `what` needs about `need` bytes, and what to do (`remedy`)."""
+    have, where = memory_of(device)
+    if have is not None and need > have:
+        raise error(f"{what} needs about {_gib(need)} GiB of memory, more than {where} "
+                    f"{_gib(have)} GiB: {remedy}")
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:,.1f}" if size < 10 * 2**30 else f"{size / 2**30:,.0f}"
+
+
 def available_cores() -> int:
     """The cores this process may run on (its affinity mask), not every core of the machine."""
     try:

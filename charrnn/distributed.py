@@ -95,6 +95,14 @@ class Group:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
         return max(1, available_cores() // local)
 
+    def share_object(self, obj):
+        """Rank 0's `obj` on every rank (a planned config: one plan, however many ranks)."""
+        if not self.launched:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, group=self.flags_group)
+        return box[0]
+
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module to train: DistributedDataParallel under torchrun (it averages gradients)."""
         if not self.launched:
@@ -191,7 +199,8 @@ class Group:
 
     @contextmanager
     def failures(self):
-        """Turn a collective that failed (another rank died or was stopped) into one error."""
+        """Turn a collective that failed into one error that keeps its cause: lost contact
+        when another rank went away (died, was stopped, or a connection broke)."""
         try:
             yield
         except (dist.DistError, RuntimeError) as exc:
@@ -199,9 +208,28 @@ class Group:
             if not self.launched or not isinstance(exc, dist.DistError) and not any(
                     k in text for k in ("gloo", "NCCL", "Connection", "connection")):
                 raise
-            raise TrainingFailed(f"rank {self.rank}: lost contact with the other ranks (one "
-                                 f"failed or was stopped): {text.splitlines()[0][:200]}"
-                                 ) from None
+            lost = isinstance(exc, dist.DistNetworkError) or any(
+                k in text.lower() for k in _PEER_LOST)
+            what = ("lost contact with the other ranks (one failed or was stopped)" if lost
+                    else "communication between the ranks failed")
+            raise TrainingFailed(f"rank {self.rank}: {what}: {_one_line(text)}") from None
+
+
+# What a collective says when another rank has gone away (gloo, NCCL, the TCP store).
+_PEER_LOST = ("connection closed", "connection reset", "connection refused", "closed by peer",
+              "remote peer", "broken pipe", "timed out", "timeout", "aborted",
+              "remote process exited", "network error")
+
+
+def _one_line(text: str, limit: int = 600) -> str:
+    """An error from torch.distributed in one line: all its lines, not its C++ stack."""
+    lines = []
+    for line in text.splitlines():
+        if line.strip().startswith("Exception raised from"):  # the stack frames follow
+            break
+        lines.append(line)
+    flat = " ".join(" ".join(lines).split())
+    return flat if len(flat) <= limit else flat[:limit - 3] + "..."
 
 
 def start(device_spec: str, batch_size: int) -> Group:

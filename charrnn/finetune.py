@@ -15,7 +15,7 @@ import torch
 from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
 from charrnn.data import Corpus, split
 from charrnn.errors import ConfigError, DataError
-from charrnn.vocab import Vocab, describe_chars
+from charrnn.vocab import ENCODE_CHUNK, Vocab, describe_chars
 
 _SHAPE = ("type", "embedding_dim", "hidden_size", "num_layers")
 _ROWS = ("embed.weight", "head.weight", "head.bias")  # the tensors indexed by character
@@ -87,7 +87,11 @@ def widen(corpus: Corpus, chars: list[str], val_fraction: float) -> Corpus:
 
 
 def _encode_to(corpus: Corpus, vocab: Vocab, val_fraction: float) -> Corpus:
-    table = torch.tensor([vocab.index[c] for c in corpus.vocab.chars], dtype=torch.long)
-    ids = table[corpus.ids.long()].to(vocab.dtype)
+    """The ids mapped to `vocab` piece by piece, into a buffer of its dtype (no int64 copy)."""
+    table = torch.tensor([vocab.index[c] for c in corpus.vocab.chars]).to(vocab.dtype)
+    ids = torch.empty(len(corpus.ids), dtype=vocab.dtype)
+    for start in range(0, len(ids), ENCODE_CHUNK):
+        piece = corpus.ids[start:start + ENCODE_CHUNK]
+        torch.index_select(table, 0, piece.int(), out=ids[start:start + len(piece)])
     train, val = split(ids, val_fraction)
     return replace(corpus, vocab=vocab, ids=ids, train=train, val=val)

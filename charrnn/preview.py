@@ -14,9 +14,17 @@ import torch
 
 from charrnn.config import Config
 from charrnn.errors import ConfigError
-from charrnn.rundir import MetricsLog
+from charrnn.rundir import SAMPLES_NAME, MetricsLog
 from charrnn.sampling import generate
 from charrnn.vocab import Vocab
+
+
+def check_preview(cfg: Config, vocab: Vocab) -> None:
+    """Refuse a `sample.preview_prime` with characters the model cannot read."""
+    missing = vocab.missing(cfg.sample.preview_prime or "")
+    if missing:
+        raise ConfigError(f"sample.preview_prime has characters the training text lacks: "
+                          f"{''.join(sorted(missing))!r}")
 
 
 class Previewer:
@@ -25,15 +33,12 @@ class Previewer:
     def __init__(self, cfg: Config, vocab: Vocab, device: torch.device, run_dir: Path,
                  resume_step: int | None = None):
         s, t = cfg.sample, cfg.train
+        check_preview(cfg, vocab)
         self.prime = s.preview_prime or ""
-        missing = vocab.missing(self.prime)
-        if missing:
-            raise ConfigError(f"sample.preview_prime has characters the training text lacks: "
-                              f"{''.join(sorted(missing))!r}")
         self.every = t.sample_every if t.sample_every is not None else t.eval_every
         self.enabled = s.preview_length > 0 and self.every > 0
         self.cfg, self.vocab, self.device = cfg, vocab, device
-        self.log = MetricsLog(Path(run_dir) / "samples.jsonl", resume_step=resume_step) \
+        self.log = MetricsLog(Path(run_dir) / SAMPLES_NAME, resume_step=resume_step) \
             if self.enabled else None
 
     def due(self, step: int) -> bool:

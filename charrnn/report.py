@@ -11,6 +11,11 @@ import sys
 from rich.console import Console
 
 
+def plural(count: float, noun: str, spec: str = "") -> str:
+    """`count noun`, the noun in the plural unless the count is one: "1 thread", "2 threads"."""
+    return f"{count:{spec}} {noun}{'' if count == 1 else 's'}"
+
+
 class Reporter:
     """Everything the CLI says on stderr, apart from the final `error:` line."""
 
@@ -45,8 +50,9 @@ class Reporter:
     def _on_start(self, info: dict) -> None:
         self._start = info  # the time budget's progress is measured from here
         verb = "resuming" if info["resumed_from"] else "training"
+        threads = plural(info["threads"], "thread")
         self.info(f"{verb} {info['model']} ({info['parameters']:,} parameters, vocab "
-                  f"{info['vocab_size']}) on {info['device']} ({info['threads']} threads) "
+                  f"{info['vocab_size']}) on {info['device']} ({threads}) "
                   f"from step {info['start_step']} to {info['max_steps']}{self._budget(info)}; "
                   f"{info['train_chars']:,} train / {info['val_chars']:,} val characters"
                   f"{' (cached)' if info['cached'] else ''}; run directory {info['run_dir']}")
@@ -68,7 +74,8 @@ class Reporter:
         if not info.get("max_minutes"):
             return ""
         spent = f", {info['elapsed'] / 60:.3g} spent" if info.get("elapsed") else ""
-        return f" or for {info['max_minutes']:g} minutes{spent}, whichever comes first"
+        budget = plural(info["max_minutes"], "minute", "g")
+        return f" or for {budget}{spent}, whichever comes first"
 
     def _end_step(self, info: dict) -> int:
         """The last step: max_steps, or the step at which the time budget should run out."""

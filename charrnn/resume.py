@@ -27,7 +27,7 @@ RESUMABLE = {
     "train.log_every", "train.skip_nonfinite", "train.out_dir", "train.device",
     "train.precision", "train.threads", "train.grad_clip", "train.weight_decay",
     "sample.length", "sample.temperature", "sample.top_k", "sample.top_p",
-    "train.sample_every", "sample.preview_length", "sample.preview_prime",
+    "train.sample_every", "sample.preview_length", "sample.preview_prime", "train.plan",
 }
 
 
@@ -36,8 +36,13 @@ def _flatten(cfg_dict: dict) -> dict:
 
 
 def check_resume_compatible(old: dict, new: Config) -> list[str]:
-    """Refuse changes that cannot apply to a saved run; return the ones that can (to log)."""
-    before, after = _flatten(old), _flatten(new.to_dict())
+    """Refuse changes that cannot apply to a saved run; return the ones that can (to log).
+
+    A key that the saved config lacks (added after the run was saved) has its default, as when
+    the run's config is read back.
+    """
+    before = {**_flatten(Config().to_dict()), **_flatten(old)}
+    after = _flatten(new.to_dict())
     changed = sorted(k for k in after if before.get(k) != after[k])
     refused = [k for k in changed if k not in RESUMABLE]
     if refused:
@@ -65,16 +70,38 @@ def check_not_behind(state: dict, out: Path) -> None:
                           f"into a new folder with --out NEW_DIR, or go back here with --force")
 
 
-def check_budget(state: dict, cfg: Config) -> bool:
-    """Whether the run's budget is already spent (nothing to do); a max_steps below the step
-    reached is an error. `max_minutes` counts the training time of every session of the run."""
+def check_budget(state: dict, cfg: Config) -> str | None:
+    """The budget already spent ("max_steps" or "max_minutes": nothing to do), or None; a
+    max_steps below the step reached is an error. `max_minutes` counts the training time of
+    every session of the run."""
     t, step = cfg.train, state["step"]
     if t.max_steps < step:
         raise RunDirError(f"cannot resume {state['path']} with max_steps {t.max_steps:,} "
                           f"(--max-steps): the run has already reached step {step:,}; give a "
                           f"larger budget to continue it")
-    spent = t.max_minutes is not None and state.get("elapsed_seconds", 0.0) >= t.max_minutes * 60
-    return step == t.max_steps or spent
+    if step == t.max_steps:
+        return "max_steps"
+    if t.max_minutes is not None and state.get("elapsed_seconds", 0.0) >= t.max_minutes * 60:
+        return "max_minutes"
+    return None
+
+
+def best_of_branch(state: dict) -> Path | None:
+    """The checkpoint holding the best validation loss that a branch from checkpoint `state`
+    starts with: the best.pt beside it, if that is no later than `state` and holds its best
+    loss (a later best.pt, from after the branch point, is not the branch's)."""
+    best = Path(state["path"]).with_name("best.pt")
+    if state.get("best_val_loss") is None or not best.is_file():
+        return None
+    if best.resolve() == Path(state["path"]).resolve():
+        return best
+    try:
+        saved = load_checkpoint(best)
+    except CharRNNError:
+        return None
+    same = (saved["step"] <= state["step"]
+            and saved.get("best_val_loss") == state["best_val_loss"])
+    return best if same else None
 
 
 def check_vocab(saved: list[str], vocab: Vocab, source: str) -> None:
@@ -96,6 +123,17 @@ def text_fingerprint(ids: torch.Tensor) -> dict:
     return {"chars": ids.numel(), "sha256": hashlib.sha256(view).hexdigest()}
 
 
+def same_text(saved: dict, now: dict) -> bool:
+    """Whether two fingerprints (text_fingerprint) are of the same text."""
+    return (saved["chars"], saved["sha256"]) == (now["chars"], now["sha256"])
+
+
+def describe_change(saved: dict, now: dict) -> str:
+    """How a text differs from the one a checkpoint recorded, for an error message."""
+    return (f"{saved['chars']:,} characters, sha256 {saved['sha256'][:12]} when saved; "
+            f"{now['chars']:,} characters, sha256 {now['sha256'][:12]} now")
+
+
 def _same_path(a: str | None, b: str | None) -> bool:
     if a == b:
         return True
@@ -114,16 +152,15 @@ def check_same_text(state: dict, cfg: Config, data: dict, source: str) -> str | 
     saved = state.get("data")
     if not saved:  # written before checkpoints recorded their text
         return None
-    same_text = (saved["chars"], saved["sha256"]) == (data["chars"], data["sha256"])
-    if same_text and saved.get("layout") == data["layout"]:
+    unchanged = same_text(saved, data)
+    if unchanged and saved.get("layout") == data["layout"]:
         return None
-    if same_text:
+    if unchanged:
         return "the window layout changed, so training goes on from an empty hidden state"
     old = state["config"]["data"]
     named_anew = (old.get("corpus") != cfg.data.corpus
                   or not _same_path(old.get("path"), cfg.data.path))
-    change = (f"{saved['chars']:,} characters, sha256 {saved['sha256'][:12]} when saved; "
-              f"{data['chars']:,} characters, sha256 {data['sha256'][:12]} now")
+    change = describe_change(saved, data)
     if not named_anew:
         raise RunDirError(f"cannot resume: {source} is not the text this run was trained on "
                           f"({change}): restore that text; or, to go on with this one, give it "

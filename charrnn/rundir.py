@@ -4,7 +4,11 @@
               metrics.jsonl   one JSON object per logged step and per evaluation
               last.pt         the latest checkpoint (resume from it)
               best.pt         the checkpoint with the lowest validation loss
+              samples.jsonl   the previews written while training
               train.lock      held (flock) by the process training into the folder; holds its PID
+
+`RUN_FILES` lists the files that make a run: `--force` clears them together, and a run branched
+into a new folder starts with its source's logs up to the branch point and its best checkpoint.
 """
 
 from __future__ import annotations
@@ -12,14 +16,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Iterator
 
 from charrnn.errors import RunDirError
-from charrnn.fsutil import write_text_atomic
+from charrnn.fsutil import atomic_write, write_text_atomic
 
 LOCK_NAME = "train.lock"
 CHECKPOINT_NAMES = ("last.pt", "best.pt")
+METRICS_NAME, SAMPLES_NAME = "metrics.jsonl", "samples.jsonl"
+LOG_NAMES = (METRICS_NAME, SAMPLES_NAME)  # one JSON record per line, each with its "step"
+RUN_FILES = ("config.yaml", *CHECKPOINT_NAMES, *LOG_NAMES)
 
 try:
     import fcntl
@@ -155,9 +163,21 @@ def check_new_run(run_dir: Path, force: bool) -> None:
 
 
 def clear_run(run_dir: Path) -> None:
-    """Remove an old run's checkpoints and metrics before starting over (`--force`)."""
-    for name in (*CHECKPOINT_NAMES, "metrics.jsonl"):
+    """Remove every file of an old run before starting over (`--force`)."""
+    for name in RUN_FILES:
         (Path(run_dir) / name).unlink(missing_ok=True)
+
+
+def start_branch(run_dir: Path, source: Path, step: int, best: Path | None) -> None:
+    """Begin a run branched from checkpoint `source` (of another folder) at `step`: with the
+    logs of the source's folder up to that step, and `best` (the checkpoint holding the best
+    validation loss as of then, if any) as its best.pt."""
+    for name in LOG_NAMES:
+        if (Path(source).parent / name).is_file():
+            _copy_up_to(Path(source).parent / name, Path(run_dir) / name, step)
+    if best is not None:
+        with open(best, "rb") as src, atomic_write(Path(run_dir) / "best.pt") as dst:
+            shutil.copyfileobj(src, dst)
 
 
 class MetricsLog:
@@ -166,9 +186,7 @@ class MetricsLog:
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = Path(path)
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and _step_of(line) <= resume_step]
-            write_text_atomic(self.path, "".join(line + "\n" for line in kept))
+            _copy_up_to(self.path, self.path, resume_step)
         self.fh = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict) -> None:
@@ -177,6 +195,13 @@ class MetricsLog:
 
     def close(self) -> None:
         self.fh.close()
+
+
+def _copy_up_to(src: Path, dst: Path, step: int) -> None:
+    """Write to `dst` the records of log `src` up to `step` (`dst` may be `src`)."""
+    kept = [line for line in Path(src).read_text(encoding="utf-8").splitlines()
+            if line.strip() and _step_of(line) <= step]
+    write_text_atomic(dst, "".join(line + "\n" for line in kept))
 
 
 def _step_of(line: str) -> int:

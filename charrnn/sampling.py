@@ -8,12 +8,11 @@ so a caller can stream them. `length` always counts the characters generated aft
 from __future__ import annotations
 
 import math
-import os
 from typing import Iterator, Sequence
 
 import torch
 
-from charrnn.device import fast_step_context
+from charrnn.device import check_memory, fast_step_context
 from charrnn.errors import SamplingError
 from charrnn.stepper import Stepper, evaluating, one_thread, zero_state
 from charrnn.vocab import Vocab
@@ -40,14 +39,6 @@ def check_options(length: int, temperature: float, top_k: int | None, top_p: flo
         raise SamplingError(f"--top-p must be in (0, 1], got {top_p}")
 
 
-def machine_memory() -> int | None:
-    """Bytes of physical memory, or None where the system does not say."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
 def check_batch_fits(model, vocab_size: int, samples: int, kept: int, what: str) -> None:
     """Refuse, before anything is built, a batch whose state and text cannot fit in memory.
 
@@ -61,11 +52,9 @@ def check_batch_fits(model, vocab_size: int, samples: int, kept: int, what: str)
     layers, size = rnn.num_layers, rnn.hidden_size
     state = 4 * (model.embed.weight.size(1) + 10 * layers * size + 4 * vocab_size)
     text = 100 + 25 * kept
-    need, have = samples * (state + text), machine_memory()
-    if have is not None and need > have:
-        raise SamplingError(f"{what} needs about {need / 2**30:,.0f} GiB of memory for the "
-                            f"samples, more than this machine's {have / 2**30:,.0f} GiB: ask "
-                            f"for fewer samples or a shorter --length (or end them with --stop)")
+    check_memory(samples * (state + text), torch.device("cpu"), what,
+                 "ask for fewer samples or a shorter --length (or end them with --stop)",
+                 SamplingError)
 
 
 def pick_next(logits: torch.Tensor, temperature: float, top_k: int | None,

@@ -46,10 +46,12 @@ class Source:
         """The one file of the source, or None (a folder, a pattern or stdin)."""
         return self.files[0] if self.stdin is None and not self.joined else None
 
-    def stamp(self) -> list[tuple[int, int]]:
-        """(size, mtime) of every file: a source that changes while it is read is an error."""
+    def stamp(self) -> list[tuple[int, ...]]:
+        """(size, mtime, inode, ctime) of every file: a source that changes while it is read is
+        an error (a file replaced with its size and mtime kept has a new inode or ctime)."""
         try:
-            return [(st.st_size, st.st_mtime_ns) for st in (f.stat() for f in self.files)]
+            return [(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+                    for st in (f.stat() for f in self.files)]
         except OSError as exc:
             raise DataError(f"cannot read {exc.filename}: {exc.strerror}") from exc
 
@@ -89,6 +91,16 @@ def open_source(path: str) -> Source:
         return Source(str(path), _pattern_files(path), joined=True)
     raise DataError(f"data path not found: {path} (give a text file, a folder, a quoted "
                     f"pattern such as 'books/*.txt', or - for stdin)")
+
+
+def stdin_is_empty() -> bool:
+    """Whether nothing is piped to stdin: a terminal (not read, it would wait for typing), no
+    stdin at all, or a pipe at its end. Nothing is consumed."""
+    stdin = sys.stdin
+    if stdin is None or stdin.isatty():
+        return True
+    peek = getattr(stdin.buffer, "peek", None)
+    return peek is not None and not peek(1)
 
 
 def _blocks(source: Source) -> Iterator[tuple[str, Iterator[bytes]]]:

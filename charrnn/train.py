@@ -25,20 +25,24 @@ import torch.nn.functional as F
 from charrnn import finetune
 from charrnn.checkpoint import (capture_rng, load_checkpoint, require_resumable,
                                 resolve_checkpoint, save_checkpoint)
-from charrnn.config import Config, apply_overrides, config_from_dict, save_config
+from charrnn.config import Config, config_from_dict, save_config
 from charrnn.data import Corpus, StreamBatcher, load_training_corpus
 from charrnn.device import (autocast, configure_precision, grad_scaler, resolve_precision,
                             seed_everything, set_threads)
 from charrnn.distributed import Group, joined
 from charrnn.errors import RunDirError, TrainingFailed
 from charrnn.evaluate import validation_loss
-from charrnn.models import build_model, check_model_type, count_parameters, detach_hidden
-from charrnn.preview import Previewer
-from charrnn.resume import (check_budget, check_not_behind, check_resume_compatible,
-                            check_same_text, check_vocab, text_fingerprint)
-from charrnn.rundir import (MetricsLog, RunLock, check_new_run, check_out_dir, clear_run,
-                            run_dir_made, same_dir)
+from charrnn.models import (build_model, check_model_type, check_training_fits,
+                            count_parameters, detach_hidden)
+from charrnn.planner import plan_run
+from charrnn.preview import Previewer, check_preview
+from charrnn.resume import (best_of_branch, check_budget, check_not_behind,
+                            check_resume_compatible, check_same_text, check_vocab,
+                            text_fingerprint)
+from charrnn.rundir import (METRICS_NAME, MetricsLog, RunLock, check_new_run, check_out_dir,
+                            clear_run, run_dir_made, same_dir, start_branch)
 from charrnn.schedule import Plan, describe, lr_at, replan
+from charrnn.speed import Shape, choose_threads
 
 EventFn = Callable[[str, dict], None]
 
@@ -58,8 +62,8 @@ class TrainResult:
 def config_from_checkpoint(path: str, overrides: list[str] = ()) -> Config:
     """The config a run was trained with, with `--set` overrides applied (for --resume alone)."""
     state = require_resumable(load_checkpoint(resolve_checkpoint(path, prefer="last")))
-    return config_from_dict(apply_overrides(state["config"], list(overrides)),
-                            source=f"{state['path']} (config)")
+    return config_from_dict(state["config"], source=f"{state['path']} (config)",
+                            overrides=list(overrides))
 
 
 def _make_optimizer(model, cfg) -> torch.optim.Optimizer:
@@ -85,7 +89,8 @@ def _hidden_to(hidden, device):
 def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
           force: bool = False, on_event: EventFn | None = None,
           should_stop: Callable[[], bool] | None = None,
-          init_from: str | None = None) -> TrainResult:
+          init_from: str | None = None, reprobe: bool = False,
+          user_keys: frozenset[str] = frozenset()) -> TrainResult:
     """Train a model as `cfg` says; checkpoints go to the run directory.
 
     Under torchrun every process calls this, and they train one model together (see
@@ -96,6 +101,10 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
         run_dir: where to write; default the resumed run's folder, else `cfg.train.out_dir`.
         force: start over in a run directory that already holds checkpoints.
         init_from: a run or checkpoint whose weights a new run starts from (fine-tuning).
+        reprobe: measure this machine's speed anew rather than reuse its cached measurement
+            (where `train.threads` is null, the thread count is the fastest measured).
+        user_keys: the `section.key`s the user set; with `train.plan`, a new run plans the
+            others (charrnn.planner) and saves the planned config.
         on_event: receives ("start" | "step" | "eval" | "save" | "sample" | "note", info dict).
         should_stop: polled between steps; when it returns True, `last.pt` is written and the
             result says `stopped_by="interrupt"`.
@@ -103,11 +112,12 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
     check_model_type(cfg.model.type)
     with joined(cfg.train.device, cfg.train.batch_size) as group:
         return _train(cfg, group, resume, run_dir, force, on_event or (lambda kind, info: None),
-                      should_stop or (lambda: False), init_from)
+                      should_stop or (lambda: False), init_from, reprobe, user_keys)
 
 
 def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, force: bool,
-           emit: EventFn, should_stop: Callable[[], bool], init_from: str | None) -> TrainResult:
+           emit: EventFn, should_stop: Callable[[], bool], init_from: str | None,
+           reprobe: bool = False, user_keys: frozenset[str] = frozenset()) -> TrainResult:
     checkpoint = resolve_checkpoint(resume, prefer="last") if resume is not None else None
     out = Path(run_dir or (checkpoint.parent if checkpoint else cfg.train.out_dir))
     cfg = replace(cfg, train=replace(cfg.train, out_dir=str(out)))
@@ -115,29 +125,29 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
         raise RunDirError(f"--out {out} is a file, not a directory")
     # a new run, or a branch of a resumed one into a folder of its own
     new_dir = checkpoint is None or not same_dir(out, checkpoint.parent)
-    if group.main:  # rank 0 alone checks, creates, locks and writes the run directory
-        if new_dir:  # refused at once, before a large corpus is read
-            check_out_dir(out, cfg.data.path)
-            check_new_run(out, force)
+    # rank 0 alone checks, creates, locks and writes the run directory; every input is checked
+    # before anything in it is changed, so a refused run leaves the old one as it was
+    if group.main and new_dir:
+        check_out_dir(out, cfg.data.path)
     with run_dir_made(out) if group.main else nullcontext(), \
             RunLock(out) if group.main else nullcontext():  # before anything of the run is read
         state, changes, notes, start = None, [], [], None
-        if group.main and new_dir:
-            check_new_run(out, force)
+        if group.main and new_dir:  # refused at once, before a large corpus is read; after
+            check_new_run(out, force)  # the lock, so that a run in use is called so
         if checkpoint is not None:
             state = require_resumable(load_checkpoint(checkpoint))
             changes = check_resume_compatible(state["config"], cfg)
             if not new_dir and not force:
                 check_not_behind(state, out)
-            if check_budget(state, cfg):
+            spent = check_budget(state, cfg)
+            if spent:
                 return TrainResult(out, state["step"], state.get("train_loss"),
-                                   state.get("val_loss"), state.get("best_val_loss"),
-                                   state.get("stopped_by") or "max_steps",
+                                   state.get("val_loss"), state.get("best_val_loss"), spent,
                                    state.get("elapsed_seconds", 0.0), finished_before=True)
         device = group.device
         precision = resolve_precision(cfg.train.precision, device)
-        threads = set_threads(group.cpu_threads(cfg.train.threads))
-        corpus = load_training_corpus(cfg)
+        piped_before = state is not None and state["config"]["data"].get("path") == "-"
+        corpus = load_training_corpus(cfg, piped_before=piped_before)
         if init_from is not None and state is None:
             start = finetune.prepare(init_from, cfg, corpus)
             corpus = start.corpus
@@ -145,6 +155,19 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
         if state is not None:
             corpus = finetune.widen(corpus, state["vocab"], cfg.data.val_fraction)
             check_vocab(state["vocab"], corpus.vocab, corpus.source)
+        fits = lambda: check_training_fits(cfg, len(corpus.vocab),  # noqa: E731
+                                           cfg.train.batch_size // group.world, device)
+        fits()  # before any model of these sizes is built, the probe's included
+        if cfg.train.plan and state is None:  # a resume never plans again
+            cfg = _planned(cfg, corpus, group, user_keys, reprobe, notes)
+            fits()
+        threads = group.cpu_threads(cfg.train.threads)
+        if threads is None and device.type == "cpu":  # null: the count measured fastest
+            choice = choose_threads(Shape.of(cfg, len(corpus.vocab)), reprobe=reprobe)
+            threads = choice.threads
+            notes.append({"message": f"threads: {choice.describe()}", "warning": False})
+        threads = set_threads(threads)
+        check_preview(cfg, corpus.vocab)
         # the ids move to the device once (1 byte per character), so no step copies a batch
         batcher = StreamBatcher(corpus.train.to(device), cfg.train.batch_size, cfg.train.seq_len)
         data = {**text_fingerprint(corpus.ids),
@@ -155,18 +178,37 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
             if warning:
                 state["hidden"] = None
                 notes.append(warning)
-        if group.main:
+
+        def begin_writing() -> None:
+            """Called once every input has been checked: only then is the folder changed."""
             if new_dir and force:
                 clear_run(out)
+            if new_dir and state is not None:  # a branch: its history up to the branch point
+                start_branch(out, checkpoint, state["step"], best_of_branch(state))
             save_config(cfg, out / "config.yaml")
+
         return _run(cfg, out, corpus, batcher, data, state, group, precision, threads, emit,
-                    should_stop, changes, notes, start.weights if start else None)
+                    should_stop, changes, notes, start.weights if start else None,
+                    begin_writing if group.main else lambda: None)
+
+
+def _planned(cfg: Config, corpus: Corpus, group: Group, user_keys: frozenset[str],
+             reprobe: bool, notes: list) -> Config:
+    """The config planned for this text, device and budget: rank 0 plans, every rank uses it."""
+    plan = None
+    if group.main:  # under torchrun each rank takes its share of the cores, not a planned count
+        fixed = set(user_keys) | ({"train.threads"} if group.launched else set())
+        plan = plan_run(cfg, fixed, train_chars=len(corpus.train),
+                        text_chars=len(corpus.ids), vocab_size=len(corpus.vocab),
+                        device=group.device, reprobe=reprobe)
+        notes.append({"message": "\n".join(plan.describe()), "warning": False})
+    return group.share_object(plan.config if plan else None)
 
 
 def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: dict,
          state: dict | None, group: Group, precision: str, threads: int, emit: EventFn,
          should_stop: Callable[[], bool], changes: list[str], notes: list[str],
-         init_weights: dict | None = None) -> TrainResult:
+         init_weights: dict | None, begin_writing: Callable[[], None]) -> TrainResult:
     t, device, rows = cfg.train, group.device, group.rows(cfg.train.batch_size)
     seed_everything(t.seed)
     model = build_model(cfg.model, len(corpus.vocab))
@@ -199,8 +241,9 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
         if plan != saved_plan:
             plan_note = describe(plan, cfg)
     forward = group.wrap(model)  # the model itself, or DDP around it
+    begin_writing()
     resume_step = step if state is not None else None
-    metrics, previewer = ((MetricsLog(out / "metrics.jsonl", resume_step=resume_step),
+    metrics, previewer = ((MetricsLog(out / METRICS_NAME, resume_step=resume_step),
                            Previewer(cfg, corpus.vocab, device, out, resume_step))
                           if group.main else (None, None))  # rank 0 alone logs
     emit("start", {"run_dir": str(out), "device": str(device), "threads": threads,
@@ -210,8 +253,8 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
                    "resumed_from": state["path"] if state else None, "changes": changes,
                    "cached": corpus.cached, "max_minutes": t.max_minutes,
                    "elapsed": elapsed_before})
-    for note in notes:
-        emit("note", {"message": note})
+    for note in notes:  # a warning, unless given as an event of its own
+        emit("note", note if isinstance(note, dict) else {"message": note})
     if plan_note:
         emit("note", {"message": plan_note, "warning": False})
 

@@ -1,8 +1,10 @@
-"""Vocab: the ordered characters of a corpus and fast, whole-buffer encoding to integer ids.
+"""Vocab: the ordered characters of a corpus and fast, piece-by-piece encoding to integer ids.
 
-Encoding never loops over characters in Python: `str.translate` maps every character to the
-code point of its id, and one `encode` turns the result into a byte buffer that torch views
-without a copy (1 byte per character for up to 256 symbols, 2 up to 32,768, else 4).
+Encoding never loops over characters in Python: each piece of a text (ENCODE_CHUNK characters)
+becomes a tensor of code points, which a code point -> id table (`Vocab.table`) turns into ids,
+written straight into their slice of the result (1 byte per character for up to 256 symbols, 2
+up to 32,768, else 4). So encoding a long text takes the ids and a few hundred KB, never a
+copy of the whole text.
 """
 
 from __future__ import annotations
@@ -10,6 +12,25 @@ from __future__ import annotations
 import torch
 
 from charrnn.errors import DataError
+
+ENCODE_CHUNK = 1 << 16  # characters encoded (or decoded) at a time
+
+
+def code_points(piece: bytes | str) -> torch.Tensor:
+    """The code points of a piece of text: uint8 for ASCII bytes, else int32."""
+    if isinstance(piece, bytes):
+        return torch.frombuffer(bytearray(piece), dtype=torch.uint8)
+    return torch.frombuffer(bytearray(piece.encode("utf-32-le", "surrogatepass")),
+                            dtype=torch.int32)
+
+
+def lookup(table: torch.Tensor, piece: bytes | str, out: torch.Tensor) -> int:
+    """Write the ids of `piece` into the start of `out` through a code point -> id table;
+    returns how many. An IndexError or RuntimeError: a code point beyond the table."""
+    points = code_points(piece)
+    torch.index_select(table, 0, points.int() if points.dtype == torch.uint8 else points,
+                       out=out[:len(points)])
+    return len(points)
 
 
 def describe_chars(chars) -> str:
@@ -27,7 +48,7 @@ class Vocab:
             raise DataError("a vocab is a list of distinct single characters")
         self.chars = list(chars)
         self.index = {c: i for i, c in enumerate(self.chars)}
-        self._table = {ord(c): i for i, c in enumerate(self.chars)}
+        self._table: torch.Tensor | None = None
 
     @classmethod
     def from_text(cls, text: str) -> "Vocab":
@@ -46,6 +67,17 @@ class Vocab:
             return torch.uint8
         return torch.int16 if len(self) <= 32768 else torch.int32
 
+    @property
+    def table(self) -> torch.Tensor:
+        """Code point -> id (of `self.dtype`), for code points up to the largest in the vocab;
+        a code point not in the vocab maps to 0 (check the text first)."""
+        if self._table is None:
+            codes = torch.tensor([ord(c) for c in self.chars], dtype=torch.int64)
+            self._table = torch.zeros(int(codes.max()) + 1 if len(codes) else 0,
+                                      dtype=self.dtype)
+            self._table[codes] = torch.arange(len(codes)).to(self.dtype)
+        return self._table
+
     def missing(self, text: str) -> set[str]:
         """Characters of `text` that are not in the vocab."""
         return set(text) - self.index.keys()
@@ -58,22 +90,20 @@ class Vocab:
                             f"{describe_chars(unknown)}")
 
     def encode(self, text: str) -> torch.Tensor:
-        """Encode a whole text at once into a 1-D tensor of ids (dtype: `self.dtype`)."""
+        """Encode a text into a 1-D tensor of ids (dtype: `self.dtype`), piece by piece."""
         self.check(text)
-        mapped = text.translate(self._table)  # every char becomes chr(its id)
-        if self.dtype == torch.uint8:
-            buf, dtype = bytearray(mapped.encode("latin-1")), torch.uint8
-        elif self.dtype == torch.int16:
-            buf, dtype = bytearray(mapped.encode("utf-16-le")), torch.int16
-        else:
-            buf, dtype = bytearray(mapped.encode("utf-32-le")), torch.int32
-        if not buf:
-            return torch.empty(0, dtype=dtype)
-        return torch.frombuffer(buf, dtype=dtype)
+        ids = torch.empty(len(text), dtype=self.dtype)
+        for start in range(0, len(text), ENCODE_CHUNK):
+            piece = text[start:start + ENCODE_CHUNK]
+            lookup(self.table, piece.encode("ascii") if piece.isascii() else piece,
+                   ids[start:])
+        return ids
 
     def decode(self, ids) -> str:
         """Ids (tensor or sequence of ints) back to text."""
-        if isinstance(ids, torch.Tensor):
-            ids = ids.tolist()
         chars = self.chars
-        return "".join(chars[i] for i in ids)
+        if not isinstance(ids, torch.Tensor):
+            return "".join(chars[i] for i in ids)
+        ids = ids.flatten()
+        return "".join("".join(map(chars.__getitem__, ids[i:i + ENCODE_CHUNK].tolist()))
+                       for i in range(0, len(ids), ENCODE_CHUNK))

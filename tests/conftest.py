@@ -26,13 +26,17 @@ def cli_env(env: dict | None = None) -> dict:
 
 
 def run_cli(*args: str, input: str | bytes | None = None, cwd: Path | None = None,
-            env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python -m charrnn ARGS` as a user would, capturing stdout and stderr as text."""
+            env: dict | None = None, timeout: float = 300,
+            preexec_fn=None) -> subprocess.CompletedProcess:
+    """Run `python -m charrnn ARGS` as a user would, capturing stdout and stderr as text.
+
+    `preexec_fn` runs in the child before charrnn starts (e.g. to set a resource limit)."""
     full_env = cli_env(env)
     if isinstance(input, str):
         input = input.encode()
     proc = subprocess.run([sys.executable, "-m", "charrnn", *args], input=input,
-                          capture_output=True, cwd=cwd or ROOT, env=full_env, timeout=timeout)
+                          capture_output=True, cwd=cwd or ROOT, env=full_env, timeout=timeout,
+                          preexec_fn=preexec_fn)
     return subprocess.CompletedProcess(proc.args, proc.returncode,
                                        proc.stdout.decode("utf-8", "replace"),
                                        proc.stderr.decode("utf-8", "replace"))

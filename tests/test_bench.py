@@ -3,8 +3,10 @@ and reports (the figures themselves are not asserted: they depend on the machine
 """
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 ROWS = ["train lstm h128", "train gru h128", "train rnn h128", "sample b1 vs bare",
-        "sample b32 vs bare", "sample b32 / b1", "sample b1 lean step (cpu)", "eval", "load first", "load cached",
+        "sample b32 vs bare", "sample b32 / b1", "sample b1 lean step (cpu)", "sample b1 vs lean bare step",
+        "eval", "load first", "load cached",
+        "load cached: train to first step",
         "load peak memory", "load held memory", "load peak memory (UTF-8",
         "startup charrnn --help",
         "startup charrnn sample", "memory train h512"]
@@ -66,3 +70,143 @@ def test_bench_quick(tmp_path):
         for key in ("group", "name", "value", "unit", "reference", "ratio", "target", "met"):
             assert key in r, (r.get("name"), key)
         assert r["name"] in table
+
+
+def _gpu_checks(tmp_path, fail: str = "", **env_vars: str) -> subprocess.CompletedProcess:
+    """benchmarks/gpu_checks.sh with stand-ins for nvidia-smi and Python (no GPU needed): the
+    stand-in Python fails when its arguments match the extended regex `fail`, else succeeds."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    tools = {"nvidia-smi": "echo 'Stand-in GPU, 1 MiB'\n",
+             "python": 'if [ -n "$FAKE_FAIL" ] && echo "$*" | grep -Eq -- "$FAKE_FAIL"; then\n'
+                       '  echo "stand-in failure: $*" >&2; exit 3\nfi\n'}
+    for name, body in tools.items():
+        (bin_dir / name).write_text("#!/bin/sh\n" + body)
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "PYTHON": str(bin_dir / "python"), "OUT": str(tmp_path / "out"), "FAKE_FAIL": fail,
+           **env_vars}
+    env.pop("DRY_RUN", None)
+    return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_checks.sh")], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_gpu_checks_exit_nonzero_and_name_the_failed_parts(tmp_path):
+    ok = _gpu_checks(tmp_path)
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    assert "failed" not in ok.stdout.lower()
+
+    res = _gpu_checks(tmp_path, fail="-m pytest|--only scaling")
+    assert res.returncode != 0, res.stdout[-2000:]
+    assert "== benchmark rows on the GPU" in res.stdout  # every part ran after the failures
+    summary = [line for line in res.stdout.splitlines() if line.startswith("== done")]
+    assert len(summary) == 1 and "FAILED" in summary[0], res.stdout[-2000:]
+    assert "cuda-marked tests" in summary[0] and "scaling row" in summary[0], summary
+    assert "precision" not in summary[0] and "machine" not in summary[0], summary  # only those
+    log = (tmp_path / "out" / "gpu-checks.log").read_text()
+    assert log.strip().splitlines()[-1] == summary[0]
+
+
+def test_gpu_checks_split_into_calls_by_part(tmp_path):
+    """ONLY / SKIP choose parts, so the whole fits in calls of a few minutes each."""
+    res = _gpu_checks(tmp_path, fail="-m pytest", ONLY="planned")
+    assert res.returncode == 0, res.stdout[-2000:]  # the failing part was not run
+    assert "== planned run: charrnn train" in res.stdout
+    assert "== cuda-marked tests: skipped" in res.stdout and "-m pytest" not in res.stdout
+    assert "--data data/tinyshakespeare.txt --device cuda --max-minutes 2" in res.stdout
+    rest = _gpu_checks(tmp_path, SKIP="planned")
+    assert "== planned run: skipped" in rest.stdout and "-m pytest" in rest.stdout
+
+
+def _paragraph(text: str, start: str) -> str:
+    """The paragraph of `text` that holds `start` (up to the next blank line)."""
+    at = text.index(start)
+    begin = text.rfind("\n\n", 0, at) + 2
+    end = text.find("\n\n", at)
+    return text[begin:end if end >= 0 else len(text)]
+
+
+def test_readme_scaling_figures_are_those_of_the_results_files():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    paragraph = _paragraph(readme, '`make bench BENCH_ARGS="--only scaling"`')
+    for name in ("cpu2-2026-11-30.json", "nvidia-h200-2026-11-30-scaling.json"):
+        report = json.loads((ROOT / "benchmarks" / "results" / name).read_text())
+        (r,) = [r for r in report["rows"] if r["group"] == "scaling"]
+        for figure in (f"{r['value']:,.0f}", f"{r['reference']:,.0f}", f"{r['ratio']:.2f} x",
+                       f"spread {r['spread']:.0%}"):
+            assert figure in paragraph, (name, figure, paragraph)
+
+
+def test_readme_precision_table_says_how_many_runs_it_is():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = _paragraph(readme, "| precision | chars/s")
+    paragraph = _paragraph(readme, readme[readme.index(table) + len(table):].lstrip()[:40])
+    log = (ROOT / "benchmarks" / "results" / "nvidia-h200-2026-11-30-gpu-checks.log").read_text()
+    fp32_rows = [line for line in log.splitlines() if line.startswith("| fp32 |")]
+    assert len(fp32_rows) == 1  # one run of each precision, fp32 first
+    assert "one run" in paragraph and "fp32 first" in paragraph, paragraph
+    for line in table.splitlines()[2:]:  # each row's figures are the log's
+        figures = [cell.strip() for cell in line.strip("|").split("|")][1:]
+        assert any(all(f.replace(",", "") in row.replace(",", "") for f in figures)
+                   for row in log.splitlines()), line
+
+
+def test_docs_make_no_stale_claims():
+    import re
+
+    from charrnn import checkpoint, device
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    bench_doc = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    # the number of cuda tests changes as tests are added: the text gives none
+    assert not re.search(r"\b\d+ `?cuda`?(-marked)? tests", readme)
+    # a claim about older checkpoint formats needs an older format
+    if checkpoint.FORMAT_VERSION == 1:
+        assert "older versions keep loading" not in readme
+    # the demo's time says under what load it holds
+    demo = _paragraph(readme, "`make demo` trains in")
+    assert "idle" in demo and "loaded" in demo and "--threads 1" in demo, demo
+    # the GPU precision the bench doc names is the one `auto` resolves to there
+    used = re.search(r"On a GPU both sides use charrnn's default precision \(([^)]*)\)",
+                     bench_doc.replace("\n", " "))
+    assert used and device.AUTO_PRECISION_CUDA in used.group(1) and "bf16" not in used.group(1)
+
+
+def test_seconds_to_first_step_times_a_command_until_its_first_logged_step(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from harness.load import seconds_to_first_step
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    metrics = tmp_path / "metrics.jsonl"
+    writer = ("import pathlib, sys, time; time.sleep(0.3); "
+              "pathlib.Path(sys.argv[1]).write_text('{\"step\": 1}\\n'); time.sleep(60)")
+    t0 = time.perf_counter()
+    seconds = seconds_to_first_step([sys.executable, "-c", writer, str(metrics)], metrics,
+                                    dict(os.environ))
+    assert 0.3 <= seconds < 10 and time.perf_counter() - t0 < 20  # the command was then killed
+    with pytest.raises(RuntimeError, match=r"no step logged \(exit code 3\)"):
+        seconds_to_first_step([sys.executable, "-c", "raise SystemExit(3)"],
+                              tmp_path / "none.jsonl", dict(os.environ))
+    with pytest.raises(RuntimeError, match="'[(]cached[)]' not in its log"):  # a cache miss
+        seconds_to_first_step([sys.executable, "-c", writer.replace("60", "0"), str(metrics)],
+                              metrics, dict(os.environ), expect="(cached)")
+
+
+def test_lean_bare_sampling_step_computes_what_the_module_computes():
+    import torch
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from harness.common import bare_model_class
+        from harness.sample import LeanBareStep
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    torch.manual_seed(0)
+    bare = bare_model_class()("lstm", 11, 8, 16, 2).eval()
+    ids = torch.randint(0, 11, (1, 12))
+    with torch.inference_mode():
+        want, _ = bare(ids)
+        logits, hidden = bare(ids[:, :4])
+        step = LeanBareStep(bare, hidden, temperature=0.5)
+        for t in range(4, 12):
+            got = step.step(ids[0, t:t + 1])
+            assert torch.allclose(got, want[:, t] / 0.5, atol=1e-5), t

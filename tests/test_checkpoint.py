@@ -1,7 +1,12 @@
 """Checkpoints: atomic writes, safe versioned loads, and old formats."""
 
+import contextlib
 import errno
+import json
+import math
 import os
+import resource
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +16,7 @@ from charrnn import checkpoint as ckpt
 from charrnn.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from charrnn.errors import CheckpointError, TrainingFailed
 
-from conftest import run_cli
+from conftest import FOODCHAIN, TINY, run_cli
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -46,6 +51,48 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
+@contextlib.contextmanager
+def file_size_limit(limit: int):
+    """`ulimit -f` for this process: a write past `limit` bytes fails with EFBIG (Python
+    ignores SIGXFSZ); the soft limit alone is lowered, so it can be raised back."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_file_size_limit_is_a_failed_write_like_a_full_disk(tmp_path):
+    """torch reports the failed write as a RuntimeError ("unexpected pos"): it is still one."""
+    path = tmp_path / "last.pt"
+    save_checkpoint(_state(1), path)
+    before = path.read_bytes()
+    big = {**_state(2), "model": {"w": torch.ones(100_000)}}  # 400 KB
+    with file_size_limit(300_000), pytest.raises(TrainingFailed) as exc:
+        save_checkpoint(big, path)
+    assert "File too large" in str(exc.value) and "previous checkpoint" in str(exc.value)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_training_under_a_file_size_limit_fails_in_one_line_and_keeps_last_pt(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("train", str(TINY), "--out", str(run), "--max-steps", "2", "--threads", "1",
+                   "-q")
+    assert proc.returncode == 0, proc.stderr
+    before = (run / "last.pt").read_bytes()
+    assert len(before) > 600 * 512  # `ulimit -f 600`: no checkpoint of this model fits
+    proc = run_cli("train", "--resume", str(run), "--max-steps", "3", "-q",
+                   preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE,
+                                                         (600 * 512, 600 * 512)))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("error: could not write checkpoint") and \
+        proc.stderr.count("\n") == 1, proc.stderr
+    assert "File too large" in proc.stderr and "internal error" not in proc.stderr
+    assert (run / "last.pt").read_bytes() == before
+
+
 def test_unwritable_target_gives_a_clear_error(tmp_path):
     save_checkpoint(_state(1), tmp_path / "last.pt")
     before = (tmp_path / "last.pt").read_bytes()
@@ -69,6 +116,24 @@ def test_run_directory_resolves_to_best_or_last(tmp_path):
         resolve_checkpoint(tmp_path / "empty")
 
 
+def _greedy_by_hand(path: Path, prime: str, length: int) -> str:
+    """Greedy decoding with the file's weights in plain torch modules, not charrnn's loader."""
+    raw = torch.load(path, weights_only=True)
+    weights, vocab, model_cfg = raw["model"], raw["vocab"], raw["config"]["model"]
+    embed = torch.nn.Embedding.from_pretrained(weights["embed.weight"])
+    rnn = torch.nn.LSTM(model_cfg["embedding_dim"], model_cfg["hidden_size"], batch_first=True)
+    rnn.load_state_dict({k[len("rnn."):]: v for k, v in weights.items() if k.startswith("rnn.")})
+    head = torch.nn.Linear(model_cfg["hidden_size"], len(vocab))
+    head.load_state_dict({"weight": weights["head.weight"], "bias": weights["head.bias"]})
+    text, x, hidden = prime, torch.tensor([[vocab.index(c) for c in prime]]), None
+    with torch.no_grad():
+        for _ in range(length):
+            out, hidden = rnn(embed(x), hidden)
+            x = head(out[:, -1]).argmax(-1, keepdim=True)
+            text += vocab[int(x)]
+    return text
+
+
 def test_version_1_fixture_still_loads_and_samples():
     state = load_checkpoint(FIXTURES / "v1.pt")
     assert state["format_version"] == ckpt.FORMAT_VERSION and state["vocab"]
@@ -76,6 +141,25 @@ def test_version_1_fixture_still_loads_and_samples():
                    "10", "--seed", "0")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("sharks") and len(proc.stdout) == len("sharks") + 10 + 1
+    proc = run_cli("sample", "-c", str(FIXTURES / "v1.pt"), "--prime", "sharks", "--length",
+                   "30", "--greedy")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == _greedy_by_hand(FIXTURES / "v1.pt", "sharks", 30) + "\n"  # its weights
+
+
+def test_version_1_fixture_resumes_and_learns(tmp_path):
+    # written before checkpoints held a text fingerprint, a schedule, a loss scaler, a train
+    # window or a start time; its config names data/foodchain.txt from the project root
+    shutil.copy(FIXTURES / "v1.pt", tmp_path / "last.pt")
+    proc = run_cli("train", "--resume", str(tmp_path), "--max-steps", "150", "--threads", "1",
+                   "--set", "train.lr=0.02", "--set", "train.log_every=10", "-q")
+    assert proc.returncode == 0, proc.stderr
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["step"] == 150 and state["data"]["chars"] == len(FOODCHAIN.read_text())
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train_loss"] for r in records if "train_loss" in r]
+    assert len(losses) == 15 and losses[-1] < 0.75 * losses[0], losses  # from ln 23 = 3.1
+    assert state["val_loss"] < 0.8 * math.log(len(state["vocab"]))
 
 
 def test_newer_format_is_refused(tmp_path):
@@ -88,7 +172,6 @@ def test_newer_format_is_refused(tmp_path):
 
 @pytest.mark.cuda
 def test_gpu_checkpoint_loads_on_cpu(tmp_path):
-    from conftest import TINY
     out = tmp_path / "gpu"
     proc = run_cli("train", str(TINY), "--out", str(out), "--device", "cuda", "-q")
     assert proc.returncode == 0, proc.stderr

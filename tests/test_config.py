@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from charrnn.config import (Config, apply_overrides, config_from_dict, load_config,
-                            parse_override, save_config)
+from charrnn.config import (Config, apply_overrides, config_from_dict, default_config,
+                            load_config, parse_override, save_config)
 from charrnn.errors import ConfigError
 from conftest import ROOT, SHAKESPEARE, assert_written_atomically
 
@@ -67,6 +67,38 @@ def test_override_parsing():
     with pytest.raises(ConfigError, match="SECTION.KEY"):
         parse_override("lr=1")
     assert apply_overrides({"train": {"lr": 1.0}}, ["train.lr=2"]) == {"train": {"lr": 2}}
+
+
+def test_errors_from_set_name_set_not_the_config_file(cli):
+    tiny = ROOT / "configs" / "tiny.yaml"
+    with pytest.raises(ConfigError) as err:
+        load_config(tiny, ["model.hiden_size=64"])
+    assert str(err.value) == ("--set: unknown key 'model.hiden_size' (did you mean "
+                              "'hidden_size'?)")
+    for overrides, message in ((["modle.hidden_size=3"], "--set: unknown section 'modle'"),
+                               (["model.hidden_size=0"], "--set: model.hidden_size: must be >= 1")):
+        with pytest.raises(ConfigError, match=message) as err:
+            load_config(tiny, overrides)
+        assert "tiny.yaml" not in str(err.value)
+    with pytest.raises(ConfigError, match="^--set: model.dropout: must be < 1"):
+        default_config(["model.dropout=2"])
+    with pytest.raises(ConfigError, match=r"^--set: train.lr: must be > 0") as err:  # --resume
+        config_from_dict({"model": {"hidden_size": 8}}, source="runs/a/last.pt (config)",
+                         overrides=["train.lr=0"])
+    # a mistake in the file and one in --set: each named by its source, both at once
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"model": {"hidden_size": 0}}, source="my.yaml",
+                         overrides=["train.seq_len=0"])
+    assert str(err.value) == ("my.yaml: model.hidden_size: must be >= 1, got 0; "
+                              "--set: train.seq_len: must be >= 1, got 0")
+    # a --set that corrects the file's value leaves nothing to report
+    assert config_from_dict({"model": {"hidden_size": 0}}, source="my.yaml",
+                            overrides=["model.hidden_size=8"]).model.hidden_size == 8
+    with pytest.raises(ConfigError, match=r"^\S+shakespeare.yaml and --set: data.corpus"):
+        load_config(ROOT / "configs" / "shakespeare.yaml", ["data.corpus=tinyshakespeare"])
+    code, _, err = cli("train", tiny, "--set", "model.hiden_size=64")
+    assert code == 2 and err == ("error: --set: unknown key 'model.hiden_size' (did you mean "
+                                 "'hidden_size'?)\n")
 
 
 @pytest.mark.parametrize("text, message", [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -104,7 +105,7 @@ def toy_zip(monkeypatch, server):
     spec = CorpusSpec(name="toyzip", url=server.serve("/toy.zip", data), filename="toy.txt",
                       size=len(TOY_TEXT), sha256=_sha(TOY_TEXT), description="toy",
                       license="none", source="here", member="toy.txt",
-                      archive_size=len(data), archive_sha256=None)
+                      archive_size=len(data), archive_sha256=_sha(data))
     monkeypatch.setitem(corpora.CORPORA, "toyzip", spec)
     monkeypatch.delenv(spec.url_env, raising=False)
     return spec, data
@@ -137,7 +138,7 @@ def test_truncated_download_is_one_error_and_leaves_no_file(server, shakespeare_
            **NO_PROXY}
     target = tmp_path / "corpora"
     proc = run_cli("data", "get", "tinyshakespeare", "--to", str(target), env=env)
-    assert proc.returncode in (1, 2)
+    assert proc.returncode == 1  # a failed download (README, exit codes)
     errors = _error_lines(proc.stderr)
     assert len(errors) == 1 and "5,000 bytes, expected 1,115,394" in errors[0]
     assert "Traceback" not in proc.stderr
@@ -274,7 +275,8 @@ def test_zip_with_a_corrupt_member_is_rejected(toy_zip, server, tmp_path, monkey
     at = bytes(data).index(b"quick brown")
     data[at] ^= 0x20  # same size, bad CRC
     server.serve("/toy.zip", bytes(data))
-    monkeypatch.setitem(corpora.CORPORA, "toyzip", replace(spec, archive_size=len(data)))
+    monkeypatch.setitem(corpora.CORPORA, "toyzip", replace(spec, archive_size=len(data),
+                                                          archive_sha256=_sha(bytes(data))))
     with pytest.raises(FetchError, match="not a valid zip archive"):
         fetch("toyzip", tmp_path)
     assert not any(tmp_path.iterdir())
@@ -288,8 +290,24 @@ def test_zip_with_a_corrupt_member_is_rejected(toy_zip, server, tmp_path, monkey
 def test_bad_archives_are_rejected(toy_zip, server, tmp_path, monkeypatch, body, message):
     spec, _ = toy_zip
     server.serve("/toy.zip", body)
-    monkeypatch.setitem(corpora.CORPORA, "toyzip", replace(spec, archive_size=None))
+    monkeypatch.setitem(corpora.CORPORA, "toyzip", replace(spec, archive_size=None,
+                                                          archive_sha256=_sha(body)))
     with pytest.raises(FetchError, match=message):
+        fetch("toyzip", tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_zip_of_the_right_size_with_other_bytes_fails_on_the_archive_sha256(
+        toy_zip, server, tmp_path, monkeypatch):
+    spec, _ = toy_zip
+    pinned = _zip({"toy.txt": TOY_TEXT}, zipfile.ZIP_STORED)
+    other = _zip({"toy.txt": TOY_TEXT.replace(b"fox", b"cat")}, zipfile.ZIP_STORED)
+    assert len(other) == len(pinned)  # a valid zip, the same size: only its sha256 tells
+    server.serve("/toy.zip", other)
+    monkeypatch.setitem(corpora.CORPORA, "toyzip", replace(
+        spec, sha256=None, archive_size=len(pinned), archive_sha256=_sha(pinned)))
+    with pytest.raises(FetchError, match=f"is corrupt: its sha256 is {_sha(other)}, expected "
+                                         f"{_sha(pinned)}"):
         fetch("toyzip", tmp_path)
     assert not any(tmp_path.iterdir())
 
@@ -316,7 +334,7 @@ def test_every_known_corpus_is_pinned_by_sha256(name):
     spec = corpora.CORPORA[name]
     digests = [spec.sha256] + ([spec.archive_sha256] if spec.member else [])
     for digest in digests:
-        assert digest and len(digest) == 64 and int(digest, 16) >= 0, spec
+        assert re.fullmatch("[0-9a-f]{64}", digest or ""), spec  # as hexdigest() writes it
 
 
 def test_corpus_path_unknown_name_lists_the_known_ones():

@@ -4,6 +4,7 @@ import random
 import subprocess
 import sys
 import textwrap
+import time
 
 import torch
 import pytest
@@ -196,6 +197,7 @@ def test_large_files_are_cached_and_memory_mapped(tmp_path, monkeypatch, renames
     monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
     text = ("the quick brown fox jumps over the lazy dog\n" * 30000)
     (tmp_path / "big.txt").write_text(text)
+    time.sleep(0.05)  # an entry written in the tick its file changed is not trusted (cache.py)
     first = load_corpus(str(tmp_path / "big.txt"), val_fraction=0.1)
     second = load_corpus(str(tmp_path / "big.txt"), val_fraction=0.1)
     assert not first.cached and second.cached
@@ -241,6 +243,28 @@ def test_too_short_text_says_how_much_is_needed():
         StreamBatcher(torch.arange(30), batch_size=4, seq_len=10)
 
 
+def test_a_text_too_short_for_one_window_gives_that_limit_first(tmp_path, cli):
+    short = tmp_path / "short.txt"
+    short.write_text("sharks eat")  # 10 characters: a validation split of 1, and no window
+    cfg = Config()
+    cfg.data.path, cfg.train.batch_size, cfg.train.seq_len = str(short), 4, 10
+    with pytest.raises(DataError) as err:
+        load_training_corpus(cfg)
+    assert str(err.value).startswith(f"{short} has 10 characters, but one training window "
+                                     f"needs batch_size x seq_len + 1 = 41"), err.value
+    assert "val_fraction" not in str(err.value)  # no val_fraction makes it long enough
+    code, _, err = cli("train", ROOT / "configs" / "tiny.yaml", "--data", short, "--out",
+                       tmp_path / "run")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "one training window needs batch_size x seq_len + 1 = 513" in err
+    assert "val_fraction" not in err
+    # a text long enough for a window but not for a validation split: that is its error
+    cfg.data.val_fraction = 0.01
+    short.write_text("sharks eat tuna. " * 3)
+    with pytest.raises(DataError, match="validation split .* is only 0 character"):
+        load_training_corpus(cfg)
+
+
 @pytest.mark.parametrize("length", [5000, 5003, 2])
 def test_eval_windows_cover_every_target_once(length):
     ids = torch.arange(length)
@@ -249,3 +273,22 @@ def test_eval_windows_cover_every_target_once(length):
         assert x.shape == y.shape
         targets += (y[valid] if valid is not None else y.flatten()).tolist()
     assert sorted(targets) == list(range(1, length))
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_vocab_encode_of_a_long_text_makes_no_copy_of_it(wide):
+    """Encoding works piece by piece into the ids: no whole-text string, bytes or list."""
+    import tracemalloc
+    alphabet = "abc \n" + ("".join(chr(0x4E00 + i) for i in range(400)) if wide else "xyz")
+    vocab = Vocab.from_text(alphabet)
+    text = alphabet * (1_000_000 // len(alphabet))
+    tracemalloc.start()
+    try:
+        ids = vocab.encode(text)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(ids) == len(text) and ids.dtype == vocab.dtype
+    assert vocab.decode(ids[-len(alphabet):]) == alphabet
+    # a piece's code points, as bytes and as a buffer: 2 x 4 x ENCODE_CHUNK bytes (512 KB)
+    assert peak < 800_000, f"{peak:,} bytes of Python objects for {len(text):,} chars"

@@ -21,7 +21,7 @@ import torch
 
 from charrnn.distributed import Group, start
 from charrnn.errors import ConfigError
-from conftest import FOODCHAIN, ROOT, run_cli
+from conftest import FOODCHAIN, ROOT, TINY, run_cli
 
 STEPS = 50
 CONFIG = f"""\
@@ -143,6 +143,30 @@ def test_sigterm_stops_every_rank_at_the_same_step_and_rank_0_saves(runs, tmp_pa
     assert torch.load(out / "last.pt", weights_only=True)["step"] == step
 
 
+def test_a_config_error_is_printed_once_not_once_per_rank(tmp_path):
+    code, out, err = finish(torchrun("train", str(TINY), "--out", str(tmp_path / "run"),
+                                     "--set", "model.hiden_size=3"))
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code != 0 and out == "" and len(errors) == 1, err
+    assert "unknown key 'model.hiden_size'" in errors[0]
+    assert err.count("exitcode  : 2") == 2, err  # the other rank exits with the same code
+    assert not (tmp_path / "run").exists()
+
+
+def test_only_errors_of_one_rank_alone_are_said_by_ranks_other_than_0(monkeypatch):
+    from charrnn.cli import _said_by_rank_0
+    from charrnn.errors import DataError, DeviceError, TrainingFailed
+    assert not _said_by_rank_0(ConfigError("x"))  # no launcher
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert _said_by_rank_0(ConfigError("x")) and _said_by_rank_0(DataError("x"))
+    assert not _said_by_rank_0(DeviceError("local rank 1 has no GPU"))
+    assert not _said_by_rank_0(TrainingFailed("rank 1: lost contact"))
+    monkeypatch.setenv("RANK", "0")
+    assert not _said_by_rank_0(ConfigError("x"))
+
+
 def test_a_batch_that_does_not_divide_among_the_ranks_is_refused(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("LOCAL_RANK", "0")
@@ -177,6 +201,30 @@ def test_under_torchrun_the_cores_are_shared_among_the_local_processes(monkeypat
     group = Group(torch.device("cpu"), 1, 4, launched=True)
     assert group.cpu_threads(None) == max(1, available_cores() // 2)
     assert group.cpu_threads(3) == 3 and start("cpu", 8).cpu_threads(None) is None
+
+
+def test_a_failed_collective_keeps_its_cause_in_one_line():
+    from charrnn.errors import TrainingFailed
+    group = Group(torch.device("cpu"), 1, 2, launched=True)
+    nccl = RuntimeError(
+        "NCCL error in: /pytorch/torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp:3356, "
+        "unhandled cuda error (run with NCCL_DEBUG=INFO for details), NCCL version 2.21.5\n"
+        "ncclUnhandledCudaError: Call to CUDA function failed.\n"
+        "Last error:\nCuda failure 'out of memory'")
+    with pytest.raises(TrainingFailed) as exc, group.failures():
+        raise nccl
+    message = str(exc.value)
+    assert "\n" not in message and message.startswith("rank 1: "), message
+    assert "Cuda failure 'out of memory'" in message and "unhandled cuda error" in message
+    assert "lost contact" not in message, message  # nothing says another rank went away
+    peer = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Read error "
+                        "[127.0.0.1]:29500: Connection reset by peer")
+    with pytest.raises(TrainingFailed) as exc, group.failures():
+        raise peer
+    assert "lost contact with the other ranks" in str(exc.value)
+    assert "Connection reset by peer" in str(exc.value), str(exc.value)
+    with pytest.raises(ValueError), group.failures():  # not a collective: a bug, as it is
+        raise ValueError("connection")
 
 
 def _agree_worker(rank: int, port: int, results):
@@ -223,3 +271,15 @@ def test_world_size_1_under_torchrun_uses_nccl_on_the_gpu(tmp_path):
     assert "on cuda:0" in proc.stderr
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert state["world_size"] == 1 and state["step"] == 60
+
+
+@pytest.mark.slow
+def test_rank_0_plans_and_every_rank_trains_its_plan(tmp_path):
+    out = tmp_path / "planned"
+    code, _, err = finish(torchrun("train", "--data", str(FOODCHAIN), "--max-steps", "6",
+                                   "--out", str(out), "--set", "train.batch_size=8"))
+    assert code == 0, err
+    assert err.count("plan: ") == 1  # rank 0 alone plans, and says so once
+    saved = (out / "config.yaml").read_text()
+    assert "plan: false" in saved and "threads: null" in saved  # the cores are shared per rank
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 6

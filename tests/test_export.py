@@ -20,8 +20,11 @@ def test_export_is_slim_and_loads_everywhere_but_resume(tiny_run, tmp_path, cli)
     text.write_text("sharks feed on tuna.\ntuna feed on small fish.\n")
     ours = json.loads(cli("eval", "-c", str(out), str(text), "--json")[1])
     assert ours == json.loads(cli("eval", "-c", str(tiny_run), str(text), "--json")[1])
-    code, shown, _ = cli("show", "-c", out, "--text", "sharks feed on tuna")
-    assert code == 0 and shown.startswith("sharks feed on tuna")
+    show = ["--text", "sharks feed on tuna. tuna feed on small fish.", "--json", "--top", "3"]
+    code, shown, err = cli("show", "-c", out, *show)
+    assert code == 0, err
+    assert shown == cli("show", "-c", tiny_run, *show)[1]  # the same surprise, char by char
+    assert json.loads(shown)["bpc"] < 0.5  # the trained model's, not a fresh one's (~4.5)
     info = json.loads(cli("info", str(out), "--json")[1])
     assert info["parameters"] > 10_000 and info["vocab_size"] == len(state["vocab"])
     assert info["kind"] == "export" and "exported model" in cli("info", out)[1]

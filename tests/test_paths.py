@@ -73,13 +73,16 @@ def test_eval_and_resume_work_after_a_cd(tmp_path, cli, monkeypatch):
     assert code == 0, err
 
 
-def test_train_with_data_alone_uses_every_default(tmp_path, cli, monkeypatch):
+def test_train_with_data_alone_is_planned_for_the_text(tmp_path, cli, monkeypatch):
     (tmp_path / "my.txt").write_text(FOODCHAIN.read_text() * 20)
     monkeypatch.chdir(tmp_path)
     code, _, err = cli("train", "--data", "my.txt", "--max-steps", "1", "--threads", "1", "-q")
     assert code == 0, err
     saved = yaml.safe_load((tmp_path / "runs" / "my" / "config.yaml").read_text())
-    assert saved["model"]["hidden_size"] == 256 and saved["train"]["batch_size"] == 64
+    # 72,000 training characters feed at most 144,000 parameters: 1 x 128, not 2 x 256
+    assert (saved["model"]["num_layers"], saved["model"]["hidden_size"]) == (1, 128)
+    assert saved["train"]["batch_size"] == 16 and saved["train"]["max_steps"] == 1
+    assert saved["train"]["plan"] is False  # resolved: a rerun of this config plans nothing
     assert saved["data"]["path"] == str(tmp_path / "my.txt")
 
 

@@ -83,6 +83,7 @@ def test_beam_search(tiny_run, cli):
     (["--beam", "0", "--prime", "a"], "--beam must be 1 or more"),
     (["--beam", "2"], "--beam needs a --prime"),
     (["--beam", "2", "--prime", "a", "-N", "3"], "--num-samples 3 is more than --beam 2"),
+    (["--beam", "1", "--prime", "a", "-N", "2"], "beam search keeps only 1 candidate\n"),
     (["--beam", "2", "--prime", "a", "--temperature", "1"], "--beam is deterministic"),
     (["--beam", "2", "--prime", "a", "--seed", "1"], "drop --seed"),
     (["--temperature", "nan"], "--temperature must be above 0"),

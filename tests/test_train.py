@@ -14,14 +14,41 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from charrnn.checkpoint import load_checkpoint
+from charrnn.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.config import load_config
 from charrnn.errors import RunDirError, TrainingFailed
 from charrnn.rundir import RunLock
 from charrnn.train import lr_at, train
 
 from conftest import ROOT, TINY, run_cli
+
+
+def test_messages_count_in_the_singular_and_a_decay_at_its_floor_says_so(capsys):
+    from charrnn.report import Reporter
+    from charrnn.schedule import Plan, describe, replan
+    start = {"run_dir": "runs/x", "device": "cpu", "threads": 1, "model": "lstm",
+             "parameters": 1000, "vocab_size": 20, "train_chars": 9000, "val_chars": 1000,
+             "start_step": 0, "max_steps": 100, "max_minutes": 1.0, "elapsed": 0.0,
+             "resumed_from": None, "changes": [], "cached": False}
+    Reporter().training_event("start", start)
+    Reporter().training_event("start", {**start, "threads": 2, "max_minutes": 2.0})
+    first, second = capsys.readouterr().err.splitlines()
+    assert "(1 thread) " in first and "or for 1 minute, whichever" in first, first
+    assert "(2 threads) " in second and "or for 2 minutes, whichever" in second, second
+
+    cfg = small_config(Path("."), max_steps=40, lr=1.0e-2, warmup_steps=0, min_lr_ratio=0.1,
+                       max_minutes=1.0)
+    longer = replace(cfg, train=replace(cfg.train, max_steps=60))
+    at_floor = replan(40, 0.0, cfg, longer, None)  # a finished run given 20 more steps
+    note = describe(at_floor, longer)
+    assert "down to" not in note and "0.001" in note and "step 60" in note, note
+    assert "after 1 minute of training" in note, note
+    halfway = describe(replan(20, 0.0, cfg, longer, None), longer)
+    assert "continues its decay from 0.00" in halfway and "down to 0.001" in halfway, halfway
+    assert describe(Plan(20, 0.0, 0.5), replace(longer, train=replace(
+        longer.train, max_minutes=None))).endswith("at step 60")
 
 
 def small_config(tmp_path: Path, **train_overrides):
@@ -42,8 +69,11 @@ def assert_same_weights(a: Path, b: Path) -> None:
         assert torch.equal(wa[k], wb[k]), k
 
 
-@pytest.mark.parametrize("schedule", ["constant", "cosine"])
-def test_resume_is_exact(tmp_path, schedule):
+@pytest.mark.parametrize("schedule, missing", [
+    ("constant", ()), ("cosine", ()),
+    ("cosine", ("data", "schedule", "scaler")),  # as written before those keys existed
+])
+def test_resume_is_exact(tmp_path, schedule, missing):
     full = small_config(tmp_path, max_steps=60, lr_schedule=schedule)
     train(full, run_dir=str(tmp_path / "a"))
     if schedule == "constant":  # stop at max_steps=30, then resume with max_steps=60
@@ -52,7 +82,12 @@ def test_resume_is_exact(tmp_path, schedule):
         steps = []
         train(full, run_dir=str(tmp_path / "b"), should_stop=lambda: len(steps) >= 30,
               on_event=lambda kind, info: steps.append(1) if kind == "step" else None)
-    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 30
+    state = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert state["step"] == 30
+    if missing:
+        for key in (*missing, "path"):
+            del state[key]
+        save_checkpoint(state, tmp_path / "b" / "last.pt")
     result = train(full, resume=str(tmp_path / "b"))
     assert result.step == 60
     a, b = train_losses(tmp_path / "a"), train_losses(tmp_path / "b")
@@ -119,12 +154,25 @@ def test_library_refuses_to_overwrite_a_run(tiny_run):
         train(cfg, run_dir=str(tiny_run))
 
 
-def test_nonfinite_weights_are_never_saved(tmp_path, monkeypatch):
-    import charrnn.train as train_module
-    monkeypatch.setattr(train_module, "_all_finite", lambda model: False)
-    with pytest.raises(TrainingFailed, match="no longer finite"):
-        train(small_config(tmp_path, max_steps=20), run_dir=str(tmp_path / "n"))
-    assert not (tmp_path / "n" / "last.pt").exists()
+def test_nonfinite_weights_are_never_saved(tmp_path):
+    # one weight of the last layer turns infinite in the optimizer step just before the step-20
+    # save, while every loss and gradient so far was finite: only the weights can tell
+    steps = []
+
+    def poison(optimizer, args, kwargs):
+        steps.append(1)
+        if len(steps) == 20:
+            with torch.no_grad():
+                optimizer.param_groups[0]["params"][-1][3] = math.inf
+
+    hook = register_optimizer_step_post_hook(poison)
+    try:
+        with pytest.raises(TrainingFailed, match="step 20: the weights are no longer finite"):
+            train(small_config(tmp_path, max_steps=30, save_every=10), run_dir=str(tmp_path / "n"))
+    finally:
+        hook.remove()
+    assert len(steps) == 20 and load_checkpoint(tmp_path / "n" / "last.pt")["step"] == 10
+    assert not (tmp_path / "n" / "best.pt").exists()  # no evaluation before step 20
 
 
 @pytest.mark.slow
@@ -164,7 +212,7 @@ def test_budget_change_on_resume_replans_the_schedule(tmp_path):
     lrs = {r["step"]: r["lr"] for r in map(json.loads, (tmp_path / "done" / "metrics.jsonl")
                                            .read_text().splitlines()) if "lr" in r}
     assert max(lrs[s] for s in range(41, 61)) == pytest.approx(floor)  # it never jumps up
-    assert any("continues its decay" in n and "step 60" in n for n in notes), notes
+    assert any("already at its floor, 0.001" in n and "step 60" in n for n in notes), notes
 
     calls = []  # stopped half way, then given 20 more steps: the decay goes on from where it is
     train(cfg, run_dir=str(tmp_path / "half"), should_stop=lambda: calls.append(1) or
