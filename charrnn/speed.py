@@ -27,7 +27,7 @@ from charrnn.device import available_cores
 from charrnn.fsutil import write_text_atomic
 
 SPEED_FORMAT = 1
-PROBE_SECONDS = 0.5  # time enough per measurement for a median over several steps
+PROBE_SECONDS = 0.3  # time enough per measurement for a median over several steps
 PROBE_STEPS = (2, 5)  # at least, at most: timed steps after the warm-up
 TIE = 0.05  # step times this close are the same speed
 
