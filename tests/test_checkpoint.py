@@ -76,6 +76,7 @@ def test_a_file_size_limit_is_a_failed_write_like_a_full_disk(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
+@pytest.mark.slow
 def test_training_under_a_file_size_limit_fails_in_one_line_and_keeps_last_pt(tmp_path):
     run = tmp_path / "run"
     proc = run_cli("train", str(TINY), "--out", str(run), "--max-steps", "2", "--threads", "1",

@@ -143,6 +143,7 @@ def test_sigterm_stops_every_rank_at_the_same_step_and_rank_0_saves(runs, tmp_pa
     assert torch.load(out / "last.pt", weights_only=True)["step"] == step
 
 
+@pytest.mark.slow
 def test_a_config_error_is_printed_once_not_once_per_rank(tmp_path):
     code, out, err = finish(torchrun("train", str(TINY), "--out", str(tmp_path / "run"),
                                      "--set", "model.hiden_size=3"))

@@ -124,6 +124,7 @@ def test_a_planned_run_saves_its_plan_and_a_resume_does_not_plan_again(tmp_path)
     assert yaml.safe_load((out / "config.yaml").read_text())["model"] == saved["model"]
 
 
+@pytest.mark.slow
 def test_a_config_plans_only_when_it_asks_and_only_what_it_leaves_out(tmp_path):
     cfg = yaml.safe_load(TINY.read_text())
     del cfg["model"]["hidden_size"]
@@ -155,3 +156,14 @@ def test_on_a_gpu_the_batch_grows_while_characters_per_second_do():
     assert p.config.train.batch_size == 256
     assert p.config.train.threads is None  # no CPU threads to measure for a GPU run
     assert p.config.model.hidden_size >= 512  # a GPU trains a wide model in the time
+
+
+@pytest.mark.parametrize("family,layers,hidden", [("lstm", 2, 256), ("gru", 3, 64), ("rnn", 1, 32)])
+def test_the_planner_counts_the_parameters_the_built_model_has(family, layers, hidden):
+    from charrnn.config import ModelConfig
+    from charrnn.models import build_model, count_parameters as built
+    from charrnn.planner import Shape, count_parameters
+    shape = Shape(family, 65, 48, hidden, layers, 16, 100)
+    model = build_model(ModelConfig(type=family, embedding_dim=48, hidden_size=hidden,
+                                    num_layers=layers), 65)
+    assert count_parameters(shape) == built(model)

@@ -122,6 +122,7 @@ def test_prime_file_that_is_missing_through_the_command(tiny_run):
     assert proc.returncode == 2 and proc.stderr == "error: prime file not found: missing.txt\n"
 
 
+@pytest.mark.slow
 def test_a_long_prime_is_read_in_chunks(tiny_run, tmp_path):
     """A prime on one line, 50,000 and 300,000 characters long: the longer one costs its text
     and ids (4 to 8 bytes a character measured), not the model's activations over all of it

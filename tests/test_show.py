@@ -93,6 +93,7 @@ def test_show_bad_input_is_one_error_line(tiny_run, tmp_path, capsys, args, mess
     assert not any(line.startswith("error") for line in err[:-1])
 
 
+@pytest.mark.slow
 def test_show_reads_a_long_text_in_chunks(tiny_run, tmp_path):
     """Texts of 50,000 and 200,000 characters into a pipe: the longer one costs what is kept
     per character (the text, its ids, each character's log-prob and top choices, its marker:

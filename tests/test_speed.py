@@ -81,6 +81,7 @@ def test_a_real_probe_times_a_training_step():
     assert torch.get_num_threads() == before  # the caller's thread count is restored
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: no thread count to choose")
 def test_train_measures_threads_once_then_reuses_them(tmp_path):
     from charrnn.speed import SPEED_FORMAT
