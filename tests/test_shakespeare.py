@@ -18,7 +18,8 @@ def test_two_layer_lstm_learns_words_in_200_steps(shakespeare, tmp_path):
                    "--set", "train.eval_every=200", "--set", "train.warmup_steps=0", "-q")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(run_cli("eval", "-c", str(out), "--json").stdout)
-    assert result["loss"] < 2.3, result
+    # seeds 1337, 1, 2 gave 2.171, 2.233, 2.202 (benchmarks/results/shakespeare-noise-*.json)
+    assert result["loss"] < 2.26, result
     text = run_cli("sample", "-c", str(out), "--prime", "The ", "--length", "400",
                    "--seed", "0").stdout
     words = [w for w in text.split() if w.isalpha() and len(w) > 1]
@@ -28,7 +29,7 @@ def test_two_layer_lstm_learns_words_in_200_steps(shakespeare, tmp_path):
 
 @pytest.mark.slow
 def test_shakespeare_cpu_config_at_a_fixed_step_count(shakespeare, tmp_path):
-    """The 10-minute config, cut to 600 steps (about 2 minutes here): val loss <= 1.80 nats."""
+    """The 10-minute config, cut to 600 steps (about 2-3 minutes here): val loss <= 1.76 nats."""
     out = tmp_path / "cpu"
     proc = run_cli("train", str(ROOT / "configs" / "shakespeare-cpu.yaml"), "--data",
                    str(shakespeare), "--out", str(out), "--max-steps", "600",
@@ -36,7 +37,8 @@ def test_shakespeare_cpu_config_at_a_fixed_step_count(shakespeare, tmp_path):
                    timeout=1200)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(run_cli("eval", "-c", str(out), "--json").stdout)
-    assert result["loss"] <= 1.80, result
+    # seeds 1337 and 1 gave 1.721 and 1.710 (benchmarks/results/shakespeare-noise-*.json)
+    assert result["loss"] <= 1.76, result
 
 
 @pytest.mark.slow
@@ -63,4 +65,5 @@ def test_fine_tuning_beats_training_from_scratch_on_a_related_text(shakespeare, 
     # both runs hold out the same last 10% of the second half; eval scores it
     loss = {run: json.loads(run_cli("eval", "-c", str(tmp_path / run), "--json").stdout)["loss"]
             for run in ("scratch", "tuned")}
-    assert loss["tuned"] < loss["scratch"] - 0.05, loss
+    # margins of 0.292, 0.296, 0.317 for seeds 1337, 1, 2 (benchmarks/shakespeare_noise.py)
+    assert loss["tuned"] < loss["scratch"] - 0.25, loss
