@@ -40,7 +40,9 @@ GPU_GAIN = 1.2  # a larger batch must be this much faster per character to be wo
 EVALS = 10  # evaluations per run
 EVAL_CHARS = 250_000  # an evaluation reads at most this much of the validation split
 # (layers, hidden, embedding), smallest first
-CPU_SHAPES = ((1, 64, 16), (1, 128, 32), (2, 128, 64), (2, 256, 64), (2, 512, 64), (3, 512, 64))
+# (1 x 256 in 2 minutes of Tiny Shakespeare: 1.634 nats, where 2 x 128 gave 1.698)
+CPU_SHAPES = ((1, 64, 16), (1, 128, 32), (2, 128, 64), (1, 256, 32), (2, 256, 64), (2, 512, 64),
+              (3, 512, 64))
 GPU_SHAPES = CPU_SHAPES + ((3, 768, 128), (3, 1024, 128))
 PLANNED = ("model.type", "model.embedding_dim", "model.hidden_size", "model.num_layers",
            "model.dropout", "train.batch_size", "train.seq_len", "train.max_steps",
