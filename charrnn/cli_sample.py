@@ -67,6 +67,51 @@ def _check_combinations(prime, prime_file, greedy, beam, num_samples, temperatur
                                 f"beam search keeps only {plural(beam, 'candidate')}")
 
 
+def _stops_and_primes(stop: List[str], prime: Optional[str], prime_file: Optional[str],
+                      beam: Optional[int], length_penalty: float, reporter):
+    """The --stop texts and the primes, decoded and checked against each other and --beam."""
+    stops = [decode_escapes(s, "--stop") for s in stop]
+    if any(not s for s in stops):
+        raise SamplingError("--stop needs a non-empty TEXT")
+    if prime_file is not None:
+        primes = _read_primes(prime_file, reporter)
+    else:
+        primes = [decode_escapes(prime or "", "--prime")]
+    if not math.isfinite(length_penalty):
+        raise SamplingError(f"--length-penalty must be a finite number, got {length_penalty}")
+    if length_penalty and beam is None:
+        raise SamplingError("--length-penalty ranks beams: use it with --beam N")
+    if beam is not None and not all(primes):
+        raise SamplingError("--beam needs a --prime (or --prime-file) to start from")
+    return stops, primes
+
+
+def _stream(out, prime: str, steps) -> None:
+    """One sample written as it is generated: a character at a time to a terminal, else a line
+    (or 256 characters) at a time."""
+    chunk, tty, last = [prime], out.isatty(), prime[-1:]
+    for (ch,) in steps:
+        chunk.append(ch)
+        last = ch or last
+        if tty or ch == "\n" or len(chunk) >= 256:
+            out.write("".join(chunk))
+            out.flush()
+            chunk.clear()
+    out.write("".join(chunk) + _ending(last, "\n"))
+    out.flush()
+
+
+def _write_beams(out, found: list, sep: str, as_json: bool) -> None:
+    """The beams found, (prime, text, score) each: as JSON, or the texts with their endings."""
+    if as_json:
+        out.write(json.dumps([{"prime": p, "text": t, "score": sc} for p, t, sc in found],
+                             ensure_ascii=False) + "\n")
+    else:
+        end = "\n" if len(found) == 1 else sep
+        out.write("".join(p + t + _ending(t or p, end) for p, t, _ in found))
+    out.flush()
+
+
 def sample_cmd(
     checkpoint: Optional[str] = CHECKPOINT_OPTION,
     prime: Optional[str] = typer.Option(
@@ -136,19 +181,7 @@ def sample_cmd(
     check_options(length or 0, temperature if temperature is not None else 0.8, top_k, top_p,
                   greedy)
     sep = decode_escapes(separator, "--separator")
-    stops = [decode_escapes(s, "--stop") for s in stop]
-    if any(not s for s in stops):
-        raise SamplingError("--stop needs a non-empty TEXT")
-    if prime_file is not None:
-        primes = _read_primes(prime_file, reporter)
-    else:
-        primes = [decode_escapes(prime or "", "--prime")]
-    if not math.isfinite(length_penalty):
-        raise SamplingError(f"--length-penalty must be a finite number, got {length_penalty}")
-    if length_penalty and beam is None:
-        raise SamplingError("--length-penalty ranks beams: use it with --beam N")
-    if beam is not None and not all(primes):
-        raise SamplingError("--beam needs a --prime (or --prime-file) to start from")
+    stops, primes = _stops_and_primes(stop, prime, prime_file, beam, length_penalty, reporter)
     loaded = load_model(checkpoint, device)
     model, vocab, cfg, dev = loaded.model, loaded.vocab, loaded.cfg, loaded.device
     with loaded.blame():
@@ -179,28 +212,13 @@ def sample_cmd(
                  for text, score in beam_search(model, vocab, p, length, width=beam, device=dev,
                                                 results=num_samples, stop=stops,
                                                 length_penalty=length_penalty)]
-        if as_json:
-            out.write(json.dumps([{"prime": p, "text": t, "score": sc} for p, t, sc in found],
-                                 ensure_ascii=False) + "\n")
-        else:
-            end = "\n" if len(found) == 1 else sep
-            out.write("".join(p + t + _ending(t or p, end) for p, t, _ in found))
-        out.flush()
+        _write_beams(out, found, sep, as_json)
         return
     primes = [p for p in primes for _ in range(num_samples)]
     steps = generate(model, vocab, primes, length, device=dev, temperature=temperature,
                      top_k=top_k, top_p=top_p, greedy=greedy, seed=seed, stop=stops)
-    if len(primes) == 1 and not as_json:  # stream as it is generated, a line at a time
-        chunk, tty, last = [primes[0]], out.isatty(), primes[0][-1:]
-        for (ch,) in steps:
-            chunk.append(ch)
-            last = ch or last
-            if tty or ch == "\n" or len(chunk) >= 256:
-                out.write("".join(chunk))
-                out.flush()
-                chunk.clear()
-        out.write("".join(chunk) + _ending(last, "\n"))
-        out.flush()
+    if len(primes) == 1 and not as_json:
+        _stream(out, primes[0], steps)
         return
     texts = ["".join(parts) for parts in zip(*steps)] or [""] * len(primes)
     if as_json:

@@ -77,7 +77,7 @@ class Plan:
                 "budget_minutes": self.minutes, "budget_steps": self.steps,
                 "chars_per_second": self.chars_per_second, "chars_to_read": self.chars_to_read,
                 "passes": self.passes, "probe_seconds": self.probe_seconds,
-                "choices": {key: {"value": _get(self.config, key), "reason": reason}
+                "choices": {key: {"value": get_key(self.config, key), "reason": reason}
                             for key, reason in self.reasons.items()},
                 "config": self.config.to_dict()}
 
@@ -91,17 +91,19 @@ class Plan:
                  f"alphabet of {self.vocab_size}; budget {budget} on {self.device}; {speed}; "
                  f"about {self.chars_to_read:,.0f} characters read ({self.passes:.1f} passes "
                  f"over the text)"]
-        lines += [f"  {key} = {_get(self.config, key)}: {reason}"
+        lines += [f"  {key} = {get_key(self.config, key)}: {reason}"
                   for key, reason in self.reasons.items()]
         return lines
 
 
-def _get(cfg: Config, key: str) -> Any:
+def get_key(cfg: Config, key: str) -> Any:
+    """`cfg`'s value of `section.key`."""
     section, name = key.split(".")
     return getattr(getattr(cfg, section), name)
 
 
-def _set(cfg: Config, key: str, value: Any) -> Config:
+def set_key(cfg: Config, key: str, value: Any) -> Config:
+    """A copy of `cfg` with `section.key` set to `value`."""
     section, name = key.split(".")
     return replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
 
@@ -126,11 +128,11 @@ class _Planner:
 
     def choose(self, key: str, value: Any, reason: str) -> None:
         if self.free(key):
-            self.cfg = _set(self.cfg, key, value)
+            self.cfg = set_key(self.cfg, key, value)
             self.reasons[key] = reason
 
     def value(self, key: str) -> Any:
-        return _get(self.cfg, key)
+        return get_key(self.cfg, key)
 
 
 def measured_seconds(shape: Shape, device: torch.device, threads: int | None,
@@ -182,8 +184,8 @@ def plan_run(cfg: Config, user_keys: set[str], *, train_chars: int, text_chars: 
     probe_seconds = time.monotonic() - started
     if minutes is not None and p.free("train.max_minutes"):  # the probe is part of the budget
         left = max(minutes - probe_seconds / 60, minutes * 0.5)
-        p.cfg = _set(p.cfg, "train.max_minutes", round(left, 3))
-    p.cfg = _set(p.cfg, "train.plan", False)  # resolved: a resume or a rerun plans no more
+        p.cfg = set_key(p.cfg, "train.max_minutes", round(left, 3))
+    p.cfg = set_key(p.cfg, "train.plan", False)  # resolved: a resume or a rerun plans no more
     return Plan(p.cfg, text_chars, train_chars, vocab_size, str(device), minutes, steps,
                 rate or None, budget_chars, round(probe_seconds, 2), p.reasons)
 

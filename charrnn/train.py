@@ -155,19 +155,7 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
         if state is not None:
             corpus = finetune.widen(corpus, state["vocab"], cfg.data.val_fraction)
             check_vocab(state["vocab"], corpus.vocab, corpus.source)
-        fits = lambda: check_training_fits(cfg, len(corpus.vocab),  # noqa: E731
-                                           cfg.train.batch_size // group.world, device)
-        fits()  # before any model of these sizes is built, the probe's included
-        if cfg.train.plan and state is None:  # a resume never plans again
-            cfg = _planned(cfg, corpus, group, user_keys, reprobe, notes)
-            fits()
-        threads = group.cpu_threads(cfg.train.threads)
-        if threads is None and device.type == "cpu":  # null: the count measured fastest
-            choice = choose_threads(Shape.of(cfg, len(corpus.vocab)), reprobe=reprobe)
-            threads = choice.threads
-            notes.append({"message": f"threads: {choice.describe()}", "warning": False})
-        threads = set_threads(threads)
-        check_preview(cfg, corpus.vocab)
+        cfg, threads = _fitted(cfg, corpus, group, state is None, user_keys, reprobe, notes)
         # the ids move to the device once (1 byte per character), so no step copies a batch
         batcher = StreamBatcher(corpus.train.to(device), cfg.train.batch_size, cfg.train.seq_len)
         data = {**text_fingerprint(corpus.ids),
@@ -190,6 +178,28 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
         return _run(cfg, out, corpus, batcher, data, state, group, precision, threads, emit,
                     should_stop, changes, notes, start.weights if start else None,
                     begin_writing if group.main else lambda: None)
+
+
+def _fitted(cfg: Config, corpus: Corpus, group: Group, new_run: bool,
+            user_keys: frozenset[str], reprobe: bool, notes: list) -> tuple[Config, int]:
+    """The config fitted to this text and machine, and the CPU threads it trains with: the
+    memory check (before any model of these sizes is built, the probe's included), the plan
+    (a new run's only: a resume never plans again), the measured threads, the preview prime."""
+    def fits() -> None:
+        check_training_fits(cfg, len(corpus.vocab), cfg.train.batch_size // group.world,
+                            group.device)
+
+    fits()
+    if cfg.train.plan and new_run:
+        cfg = _planned(cfg, corpus, group, user_keys, reprobe, notes)
+        fits()
+    threads = group.cpu_threads(cfg.train.threads)
+    if threads is None and group.device.type == "cpu":  # null: the count measured fastest
+        choice = choose_threads(Shape.of(cfg, len(corpus.vocab)), reprobe=reprobe)
+        threads = choice.threads
+        notes.append({"message": f"threads: {choice.describe()}", "warning": False})
+    check_preview(cfg, corpus.vocab)
+    return cfg, set_threads(threads)
 
 
 def _planned(cfg: Config, corpus: Corpus, group: Group, user_keys: frozenset[str],

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from charrnn.config import Config, save_config
 from charrnn.errors import ConfigError, MissingDependency
+from charrnn.planner import get_key as _get, set_key as _set
 
 INSTALL_HINT = "pip install 'charrnn[tune]'"
 SEARCHED = ("model.num_layers", "model.hidden_size", "model.dropout", "train.batch_size",
@@ -59,16 +60,6 @@ class TuneResult:
                 "trials": self.trials}
 
 
-def _set(cfg: Config, key: str, value: Any) -> Config:
-    section, name = key.split(".")
-    return replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
-
-
-def _get(cfg: Config, key: str) -> Any:
-    section, name = key.split(".")
-    return getattr(getattr(cfg, section), name)
-
-
 def search_space(trial, base: Config, fixed: set[str], train_chars: int) -> dict[str, Any]:
     """A point near the plan `base`: half to twice its width, 1 to 3 layers, batch 8 to 64
     (as the text allows), dropout 0 to 0.5, lr a third to three times the plan's."""
@@ -97,30 +88,17 @@ def tune(base: Config, fixed: set[str], tune_dir: Path, *, budget_minutes: float
     optuna = require_optuna()
     from charrnn.train import train
     if trial_minutes > budget_minutes:
-        raise ConfigError(f"--trial-minutes {trial_minutes:g} is more than the whole budget "
+        raise ConfigError(f"--max-minutes {trial_minutes:g} is more than the whole budget "
                           f"({budget_minutes:g} minutes): one trial would not fit")
-    tune_dir.mkdir(parents=True, exist_ok=True)
-    storage = storage or f"sqlite:///{(tune_dir / STUDY_FILE).resolve()}"
-    study = optuna.create_study(
-        study_name=study_name, storage=storage, direction="minimize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=100, reduction_factor=3))
-    if not study.trials:  # the plan first, in full: the search can only improve on it
-        study.enqueue_trial({k: _get(base, k) for k in SEARCHED if k not in fixed},
-                            user_attrs={"plan": True})
+    study = _open_study(optuna, tune_dir, storage, study_name, seed, base, fixed)
     deadline = time.monotonic() + budget_minutes * 60
     stop = should_stop or (lambda: False)
     interrupted = {"value": False}
 
     def objective(trial) -> float:
-        left = (deadline - time.monotonic()) / 60
-        cfg = base
-        for key, value in search_space(trial, base, fixed, train_chars).items():
-            cfg = _set(cfg, key, value)
-        minutes = min(trial_minutes, left)
-        cfg = _set(_set(cfg, "train.max_minutes", minutes), "train.plan", False)
+        minutes = min(trial_minutes, (deadline - time.monotonic()) / 60)
         out = tune_dir / "trials" / f"{trial.number:03d}"
-        cfg = _set(cfg, "train.out_dir", str(out))
+        cfg = _trial_config(search_space(trial, base, fixed, train_chars), base, minutes, out)
         pruned, started = {"value": False}, time.monotonic()
 
         def on_event(kind: str, info: dict) -> None:
@@ -161,6 +139,31 @@ def tune(base: Config, fixed: set[str], tune_dir: Path, *, budget_minutes: float
     return _finish(study, tune_dir, base, fixed, interrupted["value"])
 
 
+def _open_study(optuna, tune_dir: Path, storage: str | None, study_name: str, seed: int,
+                base: Config, fixed: set[str]):
+    """The study, created or resumed; a new one starts with the plan itself as its first trial,
+    run in full, so the search can only improve on it."""
+    tune_dir.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(
+        study_name=study_name, direction="minimize", load_if_exists=True,
+        storage=storage or f"sqlite:///{(tune_dir / STUDY_FILE).resolve()}",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=100, reduction_factor=3))
+    if not study.trials:
+        study.enqueue_trial({k: _get(base, k) for k in SEARCHED if k not in fixed},
+                            user_attrs={"plan": True})
+    return study
+
+
+def _trial_config(params: dict[str, Any], base: Config, minutes: float, out: Path) -> Config:
+    """The planned config with a trial's values, its time budget and its own run folder."""
+    cfg = base
+    for key, value in params.items():
+        cfg = _set(cfg, key, value)
+    cfg = _set(_set(cfg, "train.max_minutes", minutes), "train.plan", False)
+    return _set(cfg, "train.out_dir", str(out))
+
+
 def _row(frozen) -> dict:
     return {"trial": frozen.number, "state": frozen.state.name.lower(),
             "val_loss": frozen.value, "plan": bool(frozen.user_attrs.get("plan")),
@@ -176,10 +179,7 @@ def _finish(study, tune_dir: Path, base: Config, fixed: set[str],
     if not done:
         return TuneResult(tune_dir, None, None, None, rows, interrupted)
     best = min(done, key=lambda t: t.value)
-    cfg = base
-    for key, value in best.params.items():
-        cfg = _set(cfg, key, value)
-    cfg = _set(_set(cfg, "train.plan", False), "train.out_dir", str(tune_dir / "best"))
+    cfg = _trial_config(best.params, base, base.train.max_minutes, tune_dir / "best")
     save_config(cfg, tune_dir / BEST_CONFIG)
     run = Path(best.user_attrs.get("run_dir", ""))
     if run.is_dir() and run != tune_dir / "best":
