@@ -44,6 +44,10 @@ TEXTS = {
 }
 GRIDS = {  # (layers, hidden, batch, dropout) tried beside the plan and the defaults
     "small": [(1, 128, 16, 0.0), (2, 128, 16, 0.3), (2, 256, 16, 0.3)],
+    # dropout against the model's size at one budget (the planner's dropout rule)
+    "dropout": [(1, 128, 16, 0.0), (1, 256, 16, 0.0), (1, 256, 16, 0.1), (2, 128, 16, 0.3),
+                (2, 256, 16, 0.0), (2, 256, 16, 0.3)],
+    "dropout-wide": [(1, 256, 16, 0.2), (1, 256, 16, 0.3)],
     "full": [(layers, hidden, batch, dropout)
              for layers, hidden in ((1, 128), (2, 128), (2, 256), (2, 512), (3, 512))
              for batch in (16, 64) for dropout in (0.0, 0.3)],
@@ -120,6 +124,8 @@ def main() -> None:
     parser.add_argument("--texts", help=f"comma-separated, of: {', '.join(TEXTS)}")
     parser.add_argument("--minutes", help="comma-separated budgets")
     parser.add_argument("--grid", choices=list(GRIDS))
+    parser.add_argument("--grid-only", action="store_true",
+                        help="skip the planned run and the fixed defaults")
     parser.add_argument("--out", type=Path, help="the JSON table (default: under "
                                                  "benchmarks/results/)")
     args = parser.parse_args()
@@ -143,7 +149,8 @@ def main() -> None:
                 print(f"{name}: not on this machine, skipped", file=sys.stderr)
                 continue
             for minutes in mode["minutes"]:
-                runs = [("planned", []), ("defaults", ["--set", "train.plan=false"])]
+                runs = ([] if args.grid_only else
+                        [("planned", []), ("defaults", ["--set", "train.plan=false"])])
                 runs += [(f"{l}x{h} b{b} d{d}", grid_sets(l, h, b, d))
                          for l, h, b, d in GRIDS[mode["grid"]]]
                 for label, sets in runs:
@@ -169,9 +176,11 @@ def summary(rows: list[dict]) -> str:
         loss = {r["run"]: r.get("val_loss") for r in group}
         grid = [r for r in group if r["run"] not in ("planned", "defaults") and "val_loss" in r]
         best = min(grid, key=lambda r: r["val_loss"]) if grid else {"run": "-", "val_loss": None}
-        fmt = lambda v: f"{v:.3f}" if v is not None else "failed"  # noqa: E731
-        lines.append(f"| {text} | {minutes:g} | {fmt(loss.get('planned'))} | "
-                     f"{fmt(loss.get('defaults'))} | {fmt(best['val_loss'])} | {best['run']} |")
+        fmt = lambda run: ("-" if run not in loss  # noqa: E731
+                           else "failed" if loss[run] is None else f"{loss[run]:.3f}")
+        best_loss = f"{best['val_loss']:.3f}" if best["val_loss"] is not None else "-"
+        lines.append(f"| {text} | {minutes:g} | {fmt('planned')} | {fmt('defaults')} | "
+                     f"{best_loss} | {best['run']} |")
     return "\n".join(lines)
 
 

@@ -11,7 +11,8 @@ cached per machine), and chooses:
   optimizer steps within the budget (a larger one learns too little in the time);
 - a small batch on a CPU, where it trains as many characters per second as a large one and so
   makes more updates; on a GPU the batch the probe finds fills it;
-- dropout from the passes over the text the budget allows (one pass or less: none; many: 0.3);
+- dropout from how far the run could memorise the text: the passes over it the budget allows
+  times the model's parameters per training character (a small model over a few passes: none);
 - the learning rate by width, a short warm-up, and an evaluation cadence of about EVALS per run.
 
 A key the user set (in the config, by --set or by a flag) is never changed; the rest is fitted
@@ -37,11 +38,19 @@ SEQ_LEN = 100
 CPU_BATCH = 16  # on 2 cores batch 16, 32 and 64 train about as many characters per second
 GPU_BATCHES = (64, 128, 256, 512)  # tried in turn while the characters per second still grow
 GPU_GAIN = 1.2  # a larger batch must be this much faster per character to be worth it
+# a whole run's characters per second over the probe's: the loop's own work per step, its
+# evaluations and previews (1 x 128 on Tiny Shakespeare: 53,300/s over the run against 72,700/s
+# probed; 2 x 128: 31,000 against 44,700)
+RUN_EFFICIENCY = 0.72
 EVALS = 10  # evaluations per run
+# dropout by exposure (passes x parameters per training character): (below, dropout), else MAX
+DROPOUT_BY_EXPOSURE = ((1.0, 0.0), (4.0, 0.1))
+MAX_DROPOUT = 0.3
 EVAL_CHARS = 250_000  # an evaluation reads at most this much of the validation split
 # (layers, hidden, embedding), smallest first
-# (1 x 256 in 2 minutes of Tiny Shakespeare: 1.634 nats, where 2 x 128 gave 1.698)
-CPU_SHAPES = ((1, 64, 16), (1, 128, 32), (2, 128, 64), (1, 256, 32), (2, 256, 64), (2, 512, 64),
+# (2 minutes of Tiny Shakespeare: 1 x 256 with embedding 64 1.589 nats, with 32 1.621; 2 x 128
+# 1.698; benchmarks/results/sizing-dropout-cpu2-2026-12-01.json)
+CPU_SHAPES = ((1, 64, 16), (1, 128, 32), (2, 128, 64), (1, 256, 64), (2, 256, 64), (2, 512, 64),
               (3, 512, 64))
 GPU_SHAPES = CPU_SHAPES + ((3, 768, 128), (3, 1024, 128))
 PLANNED = ("model.type", "model.embedding_dim", "model.hidden_size", "model.num_layers",
@@ -83,7 +92,9 @@ class Plan:
 
     def describe(self) -> list[str]:
         """The block a planned run starts with: the figures, then each choice and why."""
-        speed = (f"{self.chars_per_second:,.0f} characters/s measured"
+        speed = (f"{self.chars_per_second:,.0f} characters/s expected over the run "
+                 f"({RUN_EFFICIENCY:.0%} of the {self.chars_per_second / RUN_EFFICIENCY:,.0f}/s "
+                 f"measured by the probe)"
                  if self.chars_per_second else "speed not needed for a step budget")
         budget = (f"{self.minutes:g} minutes" if self.minutes is not None
                   else f"{self.steps:,} steps")
@@ -176,7 +187,7 @@ def plan_run(cfg: Config, user_keys: set[str], *, train_chars: int, text_chars: 
         budget_chars = min(budget_chars, float(steps) * shape.batch_size * shape.seq_len)
     passes = budget_chars / max(train_chars, 1)
     updates = budget_chars / (p.value("train.batch_size") * p.value("train.seq_len"))
-    _choose_regularisation(p, passes)
+    _choose_regularisation(p, passes, count_parameters(Shape.of(p.cfg, vocab_size)), train_chars)
     _choose_schedule(p, updates, minutes, steps)
     if device.type == "cpu" and p.free("train.threads"):  # measured already: from the cache
         choice = choose_threads(Shape.of(p.cfg, vocab_size), reprobe=False)
@@ -229,8 +240,8 @@ def _choose_shape(p: _Planner, train_chars: int, vocab_size: int, device: torch.
                                   f"this text can feed ({PARAMS_PER_CHAR:g} per character)")
             break
         shape, step_rate = _fill_gpu(shape, device, seconds)
-        rate = shape.batch_size * shape.seq_len / step_rate
-        updates = minutes * 60 / step_rate
+        rate = shape.batch_size * shape.seq_len / step_rate * RUN_EFFICIENCY
+        updates = minutes * 60 / step_rate * RUN_EFFICIENCY
         chosen = shape
         if updates >= MIN_UPDATES:
             why = (f"the largest whose {count_parameters(shape):,} parameters this text can "
@@ -261,11 +272,19 @@ def _fill_gpu(shape: Shape, device: torch.device, seconds) -> tuple[Shape, float
     return shape, step
 
 
-def _choose_regularisation(p: _Planner, passes: float) -> None:
-    dropout = 0.0 if passes < 1 else 0.1 if passes < 2 else 0.3
-    p.choose("model.dropout", dropout, f"{passes:.1f} passes over the text: "
-             + ("each character is seen about once, nothing to overfit" if dropout == 0
-                else "the model sees the text again and again: it would memorise it"))
+def _choose_regularisation(p: _Planner, passes: float, parameters: int,
+                           train_chars: int) -> None:
+    """Dropout by how far the run can memorise the text: the passes over it times the
+    parameters per training character. Many passes of a small model (1 x 128 over 4 passes of
+    Tiny Shakespeare) overfit nothing, and dropout only slows their learning."""
+    exposure = passes * parameters / max(train_chars, 1)
+    dropout = next((rate for limit, rate in DROPOUT_BY_EXPOSURE if exposure < limit), MAX_DROPOUT)
+    p.choose("model.dropout", dropout,
+             f"{passes:.1f} passes over the text with {parameters / max(train_chars, 1):.2f} "
+             f"parameters per character (exposure {exposure:.1f}): "
+             + ("too little to memorise it" if dropout == 0
+                else "it would memorise the text" if dropout == MAX_DROPOUT
+                else "some risk of memorising it"))
     p.choose("train.weight_decay", 0.0, "dropout regularises; decay did not help")
 
 

@@ -8,7 +8,8 @@ import yaml
 
 from conftest import FOODCHAIN, TINY, run_cli
 
-# characters per second of each (layers, hidden) at batch 16 x 100 on an idle 2-core CPU
+# characters per second the probe measures for each (layers, hidden) at batch 16 x 100 on an
+# idle 2-core CPU (a whole run reads RUN_EFFICIENCY of that)
 RATES = {(1, 64): 120_000, (1, 128): 80_000, (2, 128): 45_000, (2, 256): 22_000,
          (2, 512): 7_000, (3, 512): 5_000}
 CPU = torch.device("cpu")
@@ -34,14 +35,32 @@ def plan(keys=(), train_chars=1_000_000, vocab=65, **sets):
                     seconds=fake_seconds())
 
 
-def test_two_minutes_of_a_megabyte_get_the_measured_best_hand_choice():
-    """The best 2-minute hand choice on Tiny Shakespeare: 2 x 256, batch 16, dropout 0.3."""
+def test_two_minutes_of_a_megabyte_get_one_wide_layer_and_little_dropout():
+    """2 minutes of Tiny Shakespeare (benchmarks/results/sizing-dropout-cpu2-2026-12-01.json):
+    1 x 256 gave 1.589 with dropout 0 and with 0.1, 1 x 128 1.632, 2 x 128 with 0.3 1.763."""
+    from charrnn.planner import RUN_EFFICIENCY
     p = plan(**{"train.max_minutes": 2})
     m, t = p.config.model, p.config.train
-    assert (m.type, m.num_layers, m.hidden_size, m.dropout) == ("lstm", 2, 256, 0.3)
+    assert (m.type, m.num_layers, m.hidden_size, m.dropout) == ("lstm", 1, 256, 0.1)
     assert (t.batch_size, t.seq_len, t.max_minutes, t.plan) == (16, 100, 2, False)
-    assert p.chars_to_read == pytest.approx(22_000 * 120)
-    assert "2.6 passes" in p.describe()[0]
+    rate = 2.9e9 / 256 ** 2 * RUN_EFFICIENCY  # what fake_seconds gives 1 x 256
+    assert p.chars_to_read == pytest.approx(rate * 120)
+    assert f"{rate * 120 / 1_000_000:.1f} passes" in p.describe()[0]
+
+
+def test_on_a_day_two_layers_of_256_are_fast_enough_they_are_the_plan(monkeypatch):
+    """The best 2-minute hand choice on a faster day: 2 x 256, batch 16 (1,647 updates)."""
+    monkeypatch.setitem(RATES, (2, 256), 31_000)
+    p = plan(**{"train.max_minutes": 2})
+    assert (p.config.model.num_layers, p.config.model.hidden_size) == (2, 256)
+
+
+def test_a_small_model_over_a_few_passes_gets_no_dropout():
+    """1 minute of Tiny Shakespeare, 1 x 128 over 4.3 passes: 1.683 without dropout, 1.786
+    with 0.3 (benchmarks/results/sizing-quick-cpu2-2026-12-01.json and the planned run)."""
+    p = plan(**{"train.max_minutes": 1, "model.hidden_size": 128, "model.num_layers": 1})
+    assert p.passes > 3 and p.config.model.dropout == 0.0
+    assert "exposure" in p.reasons["model.dropout"]
 
 
 def test_a_short_text_gets_a_small_model_and_a_huge_one_fewer_passes():
