@@ -1,7 +1,8 @@
 """Checkpoints: atomic writes, safe and versioned loads, and where to find them.
 
 A checkpoint is a dict of plain Python values and tensors, so it loads with
-`torch.load(..., weights_only=True)` and nothing else is ever unpickled:
+`torch.load(..., weights_only=True)` and nothing else is ever unpickled. Its keys (besides the
+first three, which `save_checkpoint` adds) are what charrnn.train_state.TrainState writes:
 
     format, format_version, charrnn_version, config (resolved, as a dict), vocab (list of chars),
     model, optimizer (state dicts), step, data_position, hidden (the carried state of every

@@ -148,23 +148,44 @@ def train_cmd(
     if cfg.train.threads and cfg.train.threads > available_cores():
         reporter.warn(f"train.threads = {cfg.train.threads} is more than the {available_cores()} "
                       f"core(s) this process may use: training will be slower, not faster")
-    stop = {"requested": False}
+    with _StopRequests(reporter) as stop:
+        try:
+            result = train(cfg, resume=resume, run_dir=out, force=force, init_from=init_from,
+                           on_event=reporter.training_event, should_stop=stop,
+                           reprobe=reprobe, user_keys=user_keys)
+        finally:
+            reporter.close()
+    _report_trained(result, cfg, reporter)
 
-    def on_signal(signum, frame):
-        if stop["requested"]:
+
+class _StopRequests:
+    """The first Ctrl-C or SIGTERM asks training to stop after its step (it saves); a second
+    aborts at once. The command's own handlers, put back on the way out."""
+
+    def __init__(self, reporter) -> None:
+        self.reporter, self.requested, self.previous = reporter, False, {}
+
+    def __call__(self) -> bool:  # training's `should_stop` poll
+        return self.requested
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.requested:
             raise KeyboardInterrupt
-        stop["requested"] = True
-        reporter.info("stopping after this step (press Ctrl-C again to abort at once)")
+        self.requested = True
+        self.reporter.info("stopping after this step (press Ctrl-C again to abort at once)")
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        result = train(cfg, resume=resume, run_dir=out, force=force, init_from=init_from,
-                       on_event=reporter.training_event, should_stop=lambda: stop["requested"],
-                       reprobe=reprobe, user_keys=user_keys)
-    finally:
-        reporter.close()
-        for s, handler in previous.items():
+    def __enter__(self) -> "_StopRequests":
+        self.previous = {s: signal.signal(s, self._on_signal)
+                         for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
             signal.signal(s, handler)
+
+
+def _report_trained(result, cfg, reporter) -> None:
+    """How the run ended, and how to go on with it; an interrupted run exits with 130."""
     best = (f"; best val loss {result.best_val_loss:.4f}"
             if result.best_val_loss is not None else "")
     if result.finished_before:  # nothing to do, which is not an error: a rerun job ends here

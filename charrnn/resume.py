@@ -17,6 +17,7 @@ import torch
 from charrnn.config import Config
 from charrnn.checkpoint import load_checkpoint
 from charrnn.errors import CharRNNError, RunDirError
+from charrnn.train_state import Progress
 from charrnn.vocab import Vocab, describe_chars
 
 # Settings a resumed run may change; any other difference is refused (it cannot apply).
@@ -74,14 +75,15 @@ def check_budget(state: dict, cfg: Config) -> str | None:
     """The budget already spent ("max_steps" or "max_minutes": nothing to do), or None; a
     max_steps below the step reached is an error. `max_minutes` counts the training time of
     every session of the run."""
-    t, step = cfg.train, state["step"]
+    t, done = cfg.train, Progress.read(state)
+    step = done.step
     if t.max_steps < step:
         raise RunDirError(f"cannot resume {state['path']} with max_steps {t.max_steps:,} "
                           f"(--max-steps): the run has already reached step {step:,}; give a "
                           f"larger budget to continue it")
     if step == t.max_steps:
         return "max_steps"
-    if t.max_minutes is not None and state.get("elapsed_seconds", 0.0) >= t.max_minutes * 60:
+    if t.max_minutes is not None and done.elapsed_before >= t.max_minutes * 60:
         return "max_minutes"
     return None
 
@@ -90,8 +92,8 @@ def best_of_branch(state: dict) -> Path | None:
     """The checkpoint holding the best validation loss that a branch from checkpoint `state`
     starts with: the best.pt beside it, if that is no later than `state` and holds its best
     loss (a later best.pt, from after the branch point, is not the branch's)."""
-    best = Path(state["path"]).with_name("best.pt")
-    if state.get("best_val_loss") is None or not best.is_file():
+    best, branch = Path(state["path"]).with_name("best.pt"), Progress.read(state)
+    if branch.best_val_loss is None or not best.is_file():
         return None
     if best.resolve() == Path(state["path"]).resolve():
         return best
@@ -99,8 +101,8 @@ def best_of_branch(state: dict) -> Path | None:
         saved = load_checkpoint(best)
     except CharRNNError:
         return None
-    same = (saved["step"] <= state["step"]
-            and saved.get("best_val_loss") == state["best_val_loss"])
+    before = Progress.read(saved)
+    same = before.step <= branch.step and before.best_val_loss == branch.best_val_loss
     return best if same else None
 
 

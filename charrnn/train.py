@@ -6,8 +6,9 @@
 
 Nothing here prints: progress goes to the `on_event(kind, info)` callback the caller gives.
 A batch, the learning rate and the data position are pure functions of the step, and the
-checkpoint carries the model, optimizer, carried hidden state and RNG states, so a run resumed
-from `last.pt` continues exactly as if it had never stopped.
+checkpoint carries the model, optimizer, carried hidden state and RNG states (TrainState, in
+charrnn.train_state), so a run resumed from `last.pt` continues exactly as if it had never
+stopped. Each step of the loop is a function of its own (see `_steps`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import finetune
-from charrnn.checkpoint import (capture_rng, load_checkpoint, require_resumable,
-                                resolve_checkpoint, save_checkpoint)
+from charrnn.checkpoint import (load_checkpoint, require_resumable, resolve_checkpoint,
+                                save_checkpoint)
 from charrnn.config import Config, config_from_dict, save_config
 from charrnn.data import Corpus, StreamBatcher, load_training_corpus
 from charrnn.device import (autocast, configure_precision, grad_scaler, resolve_precision,
@@ -41,8 +42,10 @@ from charrnn.resume import (best_of_branch, check_budget, check_not_behind,
                             text_fingerprint)
 from charrnn.rundir import (METRICS_NAME, MetricsLog, RunLock, check_new_run, check_out_dir,
                             clear_run, run_dir_made, same_dir, start_branch)
-from charrnn.schedule import Plan, describe, lr_at, replan
+from charrnn.schedule import describe, lr_at, replan
 from charrnn.speed import Shape, choose_threads
+from charrnn.train_state import Progress, TrainState, Window
+from charrnn.vocab import Vocab
 
 EventFn = Callable[[str, dict], None]
 
@@ -74,16 +77,6 @@ def _make_optimizer(model, cfg) -> torch.optim.Optimizer:
 
 def _all_finite(model) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-
-
-def _hidden_to(hidden, device):
-    """The carried hidden state on `device` in fp32, whatever precision computed it: this is
-    how checkpoints hold it, so a run saved under fp16 or bf16 resumes anywhere."""
-    if hidden is None:
-        return None
-    if isinstance(hidden, (tuple, list)):
-        return tuple(h.to(device, torch.float32) for h in hidden)
-    return hidden.to(device, torch.float32)
 
 
 def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
@@ -131,53 +124,75 @@ def _train(cfg: Config, group: Group, resume: str | None, run_dir: str | None, f
         check_out_dir(out, cfg.data.path)
     with run_dir_made(out) if group.main else nullcontext(), \
             RunLock(out) if group.main else nullcontext():  # before anything of the run is read
-        state, changes, notes, start = None, [], [], None
         if group.main and new_dir:  # refused at once, before a large corpus is read; after
             check_new_run(out, force)  # the lock, so that a run in use is called so
-        if checkpoint is not None:
-            state = require_resumable(load_checkpoint(checkpoint))
-            changes = check_resume_compatible(state["config"], cfg)
-            if not new_dir and not force:
-                check_not_behind(state, out)
-            spent = check_budget(state, cfg)
-            if spent:
-                return TrainResult(out, state["step"], state.get("train_loss"),
-                                   state.get("val_loss"), state.get("best_val_loss"), spent,
-                                   state.get("elapsed_seconds", 0.0), finished_before=True)
-        device = group.device
-        precision = resolve_precision(cfg.train.precision, device)
-        piped_before = state is not None and state["config"]["data"].get("path") == "-"
-        corpus = load_training_corpus(cfg, piped_before=piped_before)
-        if init_from is not None and state is None:
-            start = finetune.prepare(init_from, cfg, corpus)
-            corpus = start.corpus
-            notes.append(start.note)
-        if state is not None:
-            corpus = finetune.widen(corpus, state["vocab"], cfg.data.val_fraction)
-            check_vocab(state["vocab"], corpus.vocab, corpus.source)
-        cfg, threads = _fitted(cfg, corpus, group, state is None, user_keys, reprobe, notes)
-        # the ids move to the device once (1 byte per character), so no step copies a batch
-        batcher = StreamBatcher(corpus.train.to(device), cfg.train.batch_size, cfg.train.seq_len)
-        data = {**text_fingerprint(corpus.ids),
-                "layout": {"batch_size": batcher.batch_size, "seq_len": batcher.seq_len,
-                           "windows_per_pass": batcher.windows_per_pass}}
-        if state is not None:
-            warning = check_same_text(state, cfg, data, corpus.source)
+        saved, changes, spent = _continued(checkpoint, cfg, out, new_dir, force)
+        if spent:
+            return _finished_before(saved, spent, out)
+        precision = resolve_precision(cfg.train.precision, group.device)
+        notes = []
+        corpus, init_weights = _training_text(cfg, saved, init_from, notes)
+        cfg, threads = _fitted(cfg, corpus, group, saved is None, user_keys, reprobe, notes)
+        batcher, data = _batches(cfg, corpus, group.device)
+        if saved is not None:
+            warning = check_same_text(saved, cfg, data, corpus.source)
             if warning:
-                state["hidden"] = None
+                saved["hidden"] = None
                 notes.append(warning)
+        state = _new_state(cfg, corpus.vocab, batcher, data, group, precision, init_weights)
+        if saved is not None:
+            changes = changes + _resume(state, saved, group, notes)
+        forward = group.wrap(state.model)  # the model itself, or DDP around it
+        if group.main:  # every input is checked: only now is the folder changed
+            _begin_writing(cfg, out, checkpoint, saved, new_dir, force)
+        session = _Session.open(state, out, corpus, group, precision, forward, emit, should_stop)
+        _announce(session, state, corpus, threads, changes, notes)
+        return _run(session, state)
 
-        def begin_writing() -> None:
-            """Called once every input has been checked: only then is the folder changed."""
-            if new_dir and force:
-                clear_run(out)
-            if new_dir and state is not None:  # a branch: its history up to the branch point
-                start_branch(out, checkpoint, state["step"], best_of_branch(state))
-            save_config(cfg, out / "config.yaml")
 
-        return _run(cfg, out, corpus, batcher, data, state, group, precision, threads, emit,
-                    should_stop, changes, notes, start.weights if start else None,
-                    begin_writing if group.main else lambda: None)
+def _continued(checkpoint: Path | None, cfg: Config, out: Path, new_dir: bool,
+               force: bool) -> tuple[dict | None, list[str], str | None]:
+    """The checkpoint a run continues (None: a new run), the config changes it makes, and the
+    budget it has already spent ("max_steps" or "max_minutes": nothing to do), if any."""
+    if checkpoint is None:
+        return None, [], None
+    saved = require_resumable(load_checkpoint(checkpoint))
+    changes = check_resume_compatible(saved["config"], cfg)
+    if not new_dir and not force:
+        check_not_behind(saved, out)
+    return saved, changes, check_budget(saved, cfg)
+
+
+def _finished_before(saved: dict, spent: str, out: Path) -> TrainResult:
+    done = Progress.read(saved)
+    return TrainResult(out, done.step, done.train_loss, done.val_loss, done.best_val_loss,
+                       spent, done.elapsed_before, finished_before=True)
+
+
+def _training_text(cfg: Config, saved: dict | None, init_from: str | None,
+                   notes: list) -> tuple[Corpus, dict | None]:
+    """The corpus to train on, widened to a resumed or fine-tuned model's vocab, and the
+    weights a fine-tuned run starts from."""
+    piped_before = saved is not None and saved["config"]["data"].get("path") == "-"
+    corpus = load_training_corpus(cfg, piped_before=piped_before)
+    if init_from is not None and saved is None:
+        start = finetune.prepare(init_from, cfg, corpus)
+        notes.append(start.note)
+        return start.corpus, start.weights
+    if saved is not None:
+        corpus = finetune.widen(corpus, saved["vocab"], cfg.data.val_fraction)
+        check_vocab(saved["vocab"], corpus.vocab, corpus.source)
+    return corpus, None
+
+
+def _batches(cfg: Config, corpus: Corpus, device: torch.device) -> tuple[StreamBatcher, dict]:
+    """The training windows, and the record of the text and their layout a checkpoint keeps.
+    The ids move to the device once (1 byte per character), so no step copies a batch."""
+    batcher = StreamBatcher(corpus.train.to(device), cfg.train.batch_size, cfg.train.seq_len)
+    data = {**text_fingerprint(corpus.ids),
+            "layout": {"batch_size": batcher.batch_size, "seq_len": batcher.seq_len,
+                       "windows_per_pass": batcher.windows_per_pass}}
+    return batcher, data
 
 
 def _fitted(cfg: Config, corpus: Corpus, group: Group, new_run: bool,
@@ -215,193 +230,280 @@ def _planned(cfg: Config, corpus: Corpus, group: Group, user_keys: frozenset[str
     return group.share_object(plan.config if plan else None)
 
 
-def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: dict,
-         state: dict | None, group: Group, precision: str, threads: int, emit: EventFn,
-         should_stop: Callable[[], bool], changes: list[str], notes: list[str],
-         init_weights: dict | None, begin_writing: Callable[[], None]) -> TrainResult:
-    t, device, rows = cfg.train, group.device, group.rows(cfg.train.batch_size)
+def _new_state(cfg: Config, vocab: Vocab, batcher: StreamBatcher, data: dict, group: Group,
+               precision: str, init_weights: dict | None) -> TrainState:
+    """A run at step 0: the model seeded (or fine-tuned from `init_weights`) and its optimizer."""
+    t, device = cfg.train, group.device
     seed_everything(t.seed)
-    model = build_model(cfg.model, len(corpus.vocab))
+    model = build_model(cfg.model, len(vocab))
     if init_weights is not None:
         model.load_state_dict(init_weights)
     model.to(device)
     group.seed_rank(t.seed, 0)
     optimizer = _make_optimizer(model, cfg)
     configure_precision(precision, device)
-    scaler = grad_scaler(device, precision)
-    step, best, val_loss, hidden, elapsed_before = 0, None, None, None, 0.0
-    window_loss, window_steps, bad_steps, plan, plan_note = 0.0, 0, 0, None, None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        for params in optimizer.param_groups:  # a resumed run may change these
-            params["weight_decay"] = t.weight_decay
-        step, best = state["step"], state.get("best_val_loss")
-        val_loss = state.get("val_loss")
-        hidden = _hidden_to(group.split_hidden(state.get("hidden"), t.batch_size), device)
-        elapsed_before = state.get("elapsed_seconds", 0.0)
-        window = state.get("train_window") or {"loss": 0.0, "steps": 0}
-        window_loss, window_steps = window["loss"], window["steps"]
-        bad_steps = state.get("skipped_steps", 0)
-        changes = changes + group.restore_rng(state, t.seed, step, t.batch_size)
-        if scaler.is_enabled() and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        saved_plan = Plan.from_dict(state.get("schedule"))
-        plan = replan(step, elapsed_before, config_from_dict(state["config"]), cfg, saved_plan)
-        if plan != saved_plan:
-            plan_note = describe(plan, cfg)
-    forward = group.wrap(model)  # the model itself, or DDP around it
-    begin_writing()
-    resume_step = step if state is not None else None
-    metrics, previewer = ((MetricsLog(out / METRICS_NAME, resume_step=resume_step),
-                           Previewer(cfg, corpus.vocab, device, out, resume_step))
-                          if group.main else (None, None))  # rank 0 alone logs
-    emit("start", {"run_dir": str(out), "device": str(device), "threads": threads,
-                   "model": cfg.model.type, "parameters": count_parameters(model),
-                   "vocab_size": len(corpus.vocab), "train_chars": len(corpus.train),
-                   "val_chars": len(corpus.val), "start_step": step, "max_steps": t.max_steps,
-                   "resumed_from": state["path"] if state else None, "changes": changes,
-                   "cached": corpus.cached, "max_minutes": t.max_minutes,
-                   "elapsed": elapsed_before})
+    return TrainState(cfg=cfg, vocab=vocab, batcher=batcher, data=data, model=model,
+                      optimizer=optimizer, scaler=grad_scaler(device, precision))
+
+
+def _resume(state: TrainState, saved: dict, group: Group, notes: list) -> list[str]:
+    """Continue `state` from `saved`, re-planning the schedule if its budget changed (noted);
+    returns what a new world size changed."""
+    changes = state.restore(saved, group)
+    plan = replan(state.step, state.elapsed_before, config_from_dict(saved["config"]),
+                  state.cfg, state.plan)
+    if plan != state.plan:
+        notes.append({"message": describe(plan, state.cfg), "warning": False})
+    state.plan = plan
+    return changes
+
+
+def _begin_writing(cfg: Config, out: Path, checkpoint: Path | None, saved: dict | None,
+                   new_dir: bool, force: bool) -> None:
+    if new_dir and force:
+        clear_run(out)
+    if new_dir and saved is not None:  # a branch: its history up to the branch point
+        start_branch(out, checkpoint, saved["step"], best_of_branch(saved))
+    save_config(cfg, out / "config.yaml")
+
+
+@dataclass
+class _Session:
+    """What the steps of one training session read and never change."""
+
+    cfg: Config
+    out: Path
+    group: Group
+    precision: str
+    forward: torch.nn.Module  # the model, or DDP around it
+    emit: EventFn
+    should_stop: Callable[[], bool]
+    rows: slice  # this rank's streams
+    vocab_size: int
+    val_ids: torch.Tensor
+    metrics: Optional[MetricsLog]  # rank 0 alone logs: None on the others
+    previewer: Optional[Previewer]
+
+    @classmethod
+    def open(cls, state: TrainState, out: Path, corpus: Corpus, group: Group, precision: str,
+             forward: torch.nn.Module, emit: EventFn,
+             should_stop: Callable[[], bool]) -> "_Session":
+        cfg, device = state.cfg, group.device
+        resume_step = state.step if state.resumed_from else None
+        metrics, previewer = ((MetricsLog(out / METRICS_NAME, resume_step=resume_step),
+                               Previewer(cfg, corpus.vocab, device, out, resume_step))
+                              if group.main else (None, None))
+        return cls(cfg, out, group, precision, forward, emit, should_stop,
+                   group.rows(cfg.train.batch_size), len(corpus.vocab), corpus.val.to(device),
+                   metrics, previewer)
+
+    @property
+    def has_val(self) -> bool:
+        return len(self.val_ids) > 0
+
+    def close(self) -> None:
+        if self.group.main:
+            self.metrics.close()
+            self.previewer.close()
+
+
+def _announce(session: _Session, state: TrainState, corpus: Corpus, threads: int,
+              changes: list[str], notes: list) -> None:
+    t = state.cfg.train
+    session.emit("start", {
+        "run_dir": str(session.out), "device": str(session.group.device), "threads": threads,
+        "model": state.cfg.model.type, "parameters": count_parameters(state.model),
+        "vocab_size": len(corpus.vocab), "train_chars": len(corpus.train),
+        "val_chars": len(corpus.val), "start_step": state.step, "max_steps": t.max_steps,
+        "resumed_from": state.resumed_from, "changes": changes, "cached": corpus.cached,
+        "max_minutes": t.max_minutes, "elapsed": state.elapsed_before})
     for note in notes:  # a warning, unless given as an event of its own
-        emit("note", note if isinstance(note, dict) else {"message": note})
-    if plan_note:
-        emit("note", {"message": plan_note, "warning": False})
+        session.emit("note", note if isinstance(note, dict) else {"message": note})
 
-    vocab_size, has_val = len(corpus.vocab), len(corpus.val) > 0
-    val_ids = corpus.val.to(device)
-    started = time.monotonic()
-    # wall-clock start of the run, kept on resume: the default checkpoint is the newest run's
-    run_started = state.get("run_started") if state is not None else time.time()
-    elapsed = lambda: elapsed_before + time.monotonic() - started  # noqa: E731
-    window_start, window_step0 = time.monotonic(), step
-    train_loss, stopped_by, stop_reason = None, "max_steps", None
-    last_saved = step if state is not None else -1
 
-    def checkpoint(path_names: tuple[str, ...]) -> None:
-        """Write the run's state; best.pt before last.pt, so that the best loss last.pt
-        records is always one that best.pt holds, whenever a crash comes."""
-        if not _all_finite(model):
-            raise TrainingFailed(f"step {step}: the weights are no longer finite; nothing was "
-                                 f"saved over the last good checkpoint (lower train.lr or set "
-                                 f"train.grad_clip)")
-        full_hidden = group.gather_hidden(hidden)  # every stream, from every rank
-        rank_rng = group.gather_objects(capture_rng(device))
-        if not group.main:
-            return
-        position = batcher.position(step)
-        payload = {"config": cfg.to_dict(), "vocab": corpus.vocab.chars,
-                   "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                   "step": step, "data_position": {"pass": position[0], "window": position[1],
-                                                   "windows_per_pass": batcher.windows_per_pass},
-                   "data": data, "hidden": full_hidden, "best_val_loss": best,
-                   "val_loss": val_loss, "train_loss": train_loss, "elapsed_seconds": elapsed(),
-                   "train_window": {"loss": window_loss, "steps": window_steps},
-                   "skipped_steps": bad_steps, "schedule": plan.to_dict() if plan else None,
-                   "run_started": run_started, "stopped_by": stop_reason,
-                   "rng": rank_rng[0], "rank_rng": rank_rng, "world_size": group.world,
-                   "scaler": scaler.state_dict()}
-        for name in sorted(path_names):  # "best.pt" < "last.pt"
-            save_checkpoint(payload, out / name)
-            emit("save", {"path": str(out / name), "step": step})
-
-    def evaluate() -> None:
-        nonlocal val_loss, best
-        if group.main:  # once, while the other ranks wait for its result
-            val_loss, _ = validation_loss(model, val_ids, device, max_windows=t.eval_batches,
-                                          precision=precision)
-            metrics.write({"step": step, "val_loss": val_loss, "val_bpc": val_loss / math.log(2),
-                           "time": round(elapsed(), 3)})
-        val_loss = group.share(val_loss if group.main else 0.0)
-        improved = best is None or val_loss < best
-        best = val_loss if improved else best
-        emit("eval", {"step": step, "val_loss": val_loss, "best_val_loss": best,
-                      "improved": improved})
-        checkpoint(("last.pt", "best.pt") if improved else ("last.pt",))
-
-    def save() -> None:
-        checkpoint(("last.pt",) if has_val else ("last.pt", "best.pt"))
-
+def _run(session: _Session, state: TrainState) -> TrainResult:
+    """Train until the budget is spent or a stop is asked for; then save how the run ended."""
+    state.start_clock()
     try:
-        model.train()
-        while step < t.max_steps:
-            # a stop request and the clock (max_minutes, time-based lr), as all ranks agree
-            stop_requested, clock = group.agree(should_stop(), elapsed())
-            if stop_requested:
-                stopped_by = "interrupt"
-                break
-            if t.max_minutes and clock >= t.max_minutes * 60:
-                stopped_by = "max_minutes"
-                break
-            x, y, reset = batcher.batch(step)
-            x, y = x[rows], y[rows]  # this rank's streams
-            if reset:
-                hidden = None
-            lr = lr_at(step, cfg, clock, plan)
-            for params in optimizer.param_groups:
-                params["lr"] = lr
-            with autocast(device, precision):
-                logits, hidden = forward(x, hidden)
-            loss = F.cross_entropy(logits.float().view(-1, vocab_size), y.view(-1))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)  # (fp16) so that clipping sees the true gradient
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf)
-            loss_value, norm_value = group.mean(torch.stack([loss.detach(), norm.float()]))
-            step += 1
-            # under fp16 an overflowing gradient is the scaler's to handle: it skips that step
-            if math.isfinite(loss_value) and (math.isfinite(norm_value) or scaler.is_enabled()):
-                scaler.step(optimizer)
-                scaler.update()
-                hidden = detach_hidden(hidden)
-                window_loss += loss_value
-                window_steps += 1
-            else:  # skipped; whatever log, eval or save is due at this step still happens
-                scaler.update()
-                bad_steps += 1
-                if bad_steps > t.skip_nonfinite:
-                    raise TrainingFailed(
-                        f"step {step}: the loss or gradient is not finite ({loss_value}); "
-                        f"training stopped and no checkpoint was overwritten (lower train.lr, "
-                        f"set train.grad_clip, or allow skips with train.skip_nonfinite)")
-                emit("note", {"message": f"step {step}: non-finite loss, step skipped "
-                                         f"({bad_steps} of {t.skip_nonfinite} allowed)"})
-                hidden = None
-            if step == t.max_steps:  # the saves of this last step say why the run ends
-                stop_reason = "max_steps"
-
-            if (step % t.log_every == 0 or step == t.max_steps) and window_steps:
-                now = time.monotonic()
-                train_loss = window_loss / window_steps
-                rate = ((step - window_step0) * t.batch_size * t.seq_len
-                        / max(now - window_start, 1e-9))
-                info = {"step": step, "train_loss": train_loss, "lr": lr,
-                        "chars_per_sec": rate, "time": round(elapsed(), 3)}
-                if group.main:
-                    metrics.write(info)
-                emit("step", {**info, "max_steps": t.max_steps})
-                window_loss, window_steps, window_start, window_step0 = 0.0, 0, now, step
-            if step % t.eval_every == 0 and has_val:
-                evaluate()
-                last_saved = step
-            elif (t.save_every and step % t.save_every == 0) or (
-                    not has_val and step % t.eval_every == 0):
-                save()
-                last_saved = step
-            if group.main and previewer.due(step):
-                emit("sample", previewer(model, step))
-        stop_reason = stopped_by
-        if step != last_saved:
-            if window_steps:
-                train_loss = window_loss / window_steps
-            if has_val and stopped_by != "interrupt":
-                evaluate()
-            else:
-                save()
-        elif stopped_by != "max_steps":
-            checkpoint(("last.pt",))  # the state is saved already: this records why it stopped
+        state.model.train()
+        stopped_by = _steps(session, state)
+        _finish(session, state, stopped_by)
     finally:
-        if group.main:
-            metrics.close()
-            previewer.close()
-    return TrainResult(out, step, train_loss, val_loss, best, stopped_by, elapsed())
+        session.close()
+    return TrainResult(session.out, state.step, state.train_loss, state.val_loss,
+                       state.best_val_loss, stopped_by, state.elapsed())
+
+
+def _steps(session: _Session, state: TrainState) -> str:
+    """The training steps, until the budget ends them or a stop is asked for: returns which."""
+    t = session.cfg.train
+    while state.step < t.max_steps:
+        stop, clock = _stop_or_clock(session, state)
+        if stop:
+            return stop
+        x, y = _next_batch(session, state)
+        lr = _train_step(session, state, x, y, clock)
+        if state.step == t.max_steps:  # the saves of this last step say why the run ends
+            state.stopped_by = "max_steps"
+        _maybe_log(session, state, lr)
+        if not _maybe_evaluate(session, state):  # an evaluation saves too
+            _maybe_save(session, state)
+        _maybe_sample(session, state)
+    return "max_steps"
+
+
+def _stop_or_clock(session: _Session, state: TrainState) -> tuple[str | None, float]:
+    """Why the run stops before this step (a request, the time budget), or None; and the clock
+    behind max_minutes and a time-based lr. Every rank agrees on both."""
+    t = session.cfg.train
+    stop_requested, clock = session.group.agree(session.should_stop(), state.elapsed())
+    if stop_requested:
+        return "interrupt", clock
+    if t.max_minutes and clock >= t.max_minutes * 60:
+        return "max_minutes", clock
+    return None, clock
+
+
+def _next_batch(session: _Session, state: TrainState) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's rows of the step's window; a new pass starts from an empty hidden state."""
+    x, y, reset = state.batcher.batch(state.step)
+    if reset:
+        state.hidden = None
+    return x[session.rows], y[session.rows]
+
+
+def _train_step(session: _Session, state: TrainState, x: torch.Tensor, y: torch.Tensor,
+                clock: float) -> float:
+    """Forward, backward and clip on one batch, then the update (or a skip); returns the lr."""
+    t, optimizer, scaler = session.cfg.train, state.optimizer, state.scaler
+    lr = lr_at(state.step, session.cfg, clock, state.plan)
+    for params in optimizer.param_groups:
+        params["lr"] = lr
+    with autocast(session.group.device, session.precision):
+        logits, state.hidden = session.forward(x, state.hidden)
+    loss = F.cross_entropy(logits.float().view(-1, session.vocab_size), y.view(-1))
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)  # (fp16) so that clipping sees the true gradient
+    norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), t.grad_clip or math.inf)
+    loss_value, norm_value = session.group.mean(torch.stack([loss.detach(), norm.float()]))
+    state.step += 1
+    _update(session, state, loss_value, norm_value)
+    return lr
+
+
+def _update(session: _Session, state: TrainState, loss_value: float, norm_value: float) -> None:
+    """Take the optimizer step, or skip it when the loss or gradient is not finite (failing
+    beyond train.skip_nonfinite skips); whatever log, eval or save is due still happens."""
+    t, scaler = session.cfg.train, state.scaler
+    # under fp16 an overflowing gradient is the scaler's to handle: it skips that step
+    if math.isfinite(loss_value) and (math.isfinite(norm_value) or scaler.is_enabled()):
+        scaler.step(state.optimizer)
+        scaler.update()
+        state.hidden = detach_hidden(state.hidden)
+        state.window.loss += loss_value
+        state.window.steps += 1
+        return
+    scaler.update()
+    state.skipped_steps += 1
+    if state.skipped_steps > t.skip_nonfinite:
+        raise TrainingFailed(
+            f"step {state.step}: the loss or gradient is not finite ({loss_value}); training "
+            f"stopped and no checkpoint was overwritten (lower train.lr, set train.grad_clip, "
+            f"or allow skips with train.skip_nonfinite)")
+    session.emit("note", {"message": f"step {state.step}: non-finite loss, step skipped "
+                                     f"({state.skipped_steps} of {t.skip_nonfinite} allowed)"})
+    state.hidden = None
+
+
+def _maybe_log(session: _Session, state: TrainState, lr: float) -> None:
+    """Every log_every steps and at the last: the window's mean train loss and speed."""
+    t, window = session.cfg.train, state.window
+    if not ((state.step % t.log_every == 0 or state.step == t.max_steps) and window.steps):
+        return
+    now = time.monotonic()
+    state.train_loss = window.mean()
+    rate = ((state.step - window.step0) * t.batch_size * t.seq_len
+            / max(now - window.start, 1e-9))
+    info = {"step": state.step, "train_loss": state.train_loss, "lr": lr,
+            "chars_per_sec": rate, "time": round(state.elapsed(), 3)}
+    if session.group.main:
+        session.metrics.write(info)
+    session.emit("step", {**info, "max_steps": t.max_steps})
+    state.window = Window(start=now, step0=state.step)
+
+
+def _maybe_evaluate(session: _Session, state: TrainState) -> bool:
+    """Every eval_every steps, where there is a validation text; says whether it did."""
+    if not (state.step % session.cfg.train.eval_every == 0 and session.has_val):
+        return False
+    _evaluate(session, state)
+    return True
+
+
+def _maybe_save(session: _Session, state: TrainState) -> None:
+    """Every save_every steps; every eval_every steps where there is no validation text."""
+    t, step = session.cfg.train, state.step
+    if (t.save_every and step % t.save_every == 0) or (
+            not session.has_val and step % t.eval_every == 0):
+        _save(session, state)
+
+
+def _maybe_sample(session: _Session, state: TrainState) -> None:
+    if session.group.main and session.previewer.due(state.step):
+        session.emit("sample", session.previewer(state.model, state.step))
+
+
+def _evaluate(session: _Session, state: TrainState) -> None:
+    """The validation loss (rank 0 scores, the others wait for it), logged and saved: best.pt
+    too when it is the best so far."""
+    group, t = session.group, session.cfg.train
+    val_loss = 0.0
+    if group.main:
+        val_loss, _ = validation_loss(state.model, session.val_ids, group.device,
+                                      max_windows=t.eval_batches, precision=session.precision)
+        session.metrics.write({"step": state.step, "val_loss": val_loss,
+                               "val_bpc": val_loss / math.log(2),
+                               "time": round(state.elapsed(), 3)})
+    state.val_loss = group.share(val_loss)
+    improved = state.best_val_loss is None or state.val_loss < state.best_val_loss
+    if improved:
+        state.best_val_loss = state.val_loss
+    session.emit("eval", {"step": state.step, "val_loss": state.val_loss,
+                          "best_val_loss": state.best_val_loss, "improved": improved})
+    _checkpoint(session, state, ("last.pt", "best.pt") if improved else ("last.pt",))
+
+
+def _save(session: _Session, state: TrainState) -> None:
+    """last.pt; without a validation text, best.pt too (the newest is the best known)."""
+    _checkpoint(session, state, ("last.pt",) if session.has_val else ("last.pt", "best.pt"))
+
+
+def _checkpoint(session: _Session, state: TrainState, names: tuple[str, ...]) -> None:
+    """Write the run's state; best.pt before last.pt, so that the best loss last.pt records is
+    always one that best.pt holds, whenever a crash comes."""
+    if not _all_finite(state.model):
+        raise TrainingFailed(f"step {state.step}: the weights are no longer finite; nothing was "
+                             f"saved over the last good checkpoint (lower train.lr or set "
+                             f"train.grad_clip)")
+    payload = state.checkpoint(session.group)
+    state.saved_step = state.step
+    if payload is None:  # another rank's: rank 0 writes
+        return
+    for name in sorted(names):  # "best.pt" < "last.pt"
+        save_checkpoint(payload, session.out / name)
+        session.emit("save", {"path": str(session.out / name), "step": state.step})
+
+
+def _finish(session: _Session, state: TrainState, stopped_by: str) -> None:
+    """Save what the last save missed (evaluated, unless interrupted), or why the run stopped."""
+    state.stopped_by = stopped_by
+    if state.step != state.saved_step:
+        if state.window.steps:
+            state.train_loss = state.window.mean()
+        if session.has_val and stopped_by != "interrupt":
+            _evaluate(session, state)
+        else:
+            _save(session, state)
+    elif stopped_by != "max_steps":
+        _checkpoint(session, state, ("last.pt",))  # saved already: this records why it stopped
