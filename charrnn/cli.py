@@ -141,6 +141,8 @@ def train_cmd(
     from charrnn.train import config_from_checkpoint, train
     if cfg is None:
         cfg = config_from_checkpoint(resume, sets)
+    from charrnn.rundir import check_log_to
+    check_log_to(cfg.train.log_to)  # before anything of the run is touched
 
     from charrnn.distributed import is_main_process
     reporter = make_reporter(quiet or not is_main_process())  # under torchrun, rank 0 reports

@@ -253,7 +253,7 @@ def _run(cfg: Config, out: Path, corpus: Corpus, batcher: StreamBatcher, data: d
     forward = group.wrap(model)  # the model itself, or DDP around it
     begin_writing()
     resume_step = step if state is not None else None
-    metrics, previewer = ((MetricsLog(out / METRICS_NAME, resume_step=resume_step),
+    metrics, previewer = ((MetricsLog(out / METRICS_NAME, resume_step, cfg.train.log_to),
                            Previewer(cfg, corpus.vocab, device, out, resume_step))
                           if group.main else (None, None))  # rank 0 alone logs
     emit("start", {"run_dir": str(out), "device": str(device), "threads": threads,
