@@ -274,6 +274,18 @@ def check_flag(flag: str, key: str, value: Any) -> None:
         raise ConfigError(problem)
 
 
+def full_key(name: str) -> str:
+    """`section.key` of a key named alone (`lr` -> `train.lr`: no two sections share a key
+    name) or in full; a name that no section has is a ConfigError suggesting the nearest."""
+    if "." in name:
+        return name  # checked where it is applied
+    keys = {f.name: f"{section}.{f.name}" for section, cls in _SECTION_CLASSES.items()
+            for f in dataclasses.fields(cls)}
+    if name not in keys:
+        raise ConfigError(f"unknown setting '{name}'{_suggest(name, sorted(keys))}")
+    return keys[name]
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`train.lr=1e-3` -> (['train', 'lr'], 0.001); the value is read as a YAML scalar."""
     if "=" not in text:

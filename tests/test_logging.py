@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from charrnn.config import load_config
-from charrnn.errors import ConfigError
+from charrnn.errors import ConfigError, MissingDependency
 from conftest import TINY, run_cli
 
 TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "val_bpc": "bpc/val", "lr": "lr",
@@ -81,6 +81,10 @@ def test_asking_for_tensorboard_without_it_fails_before_training(tmp_path, cli, 
                          "--set", "train.log_to=[tensorboard]")
     assert code == 1 and out == "" and err.count("\n") == 1, err
     assert err.startswith("error: ") and "pip install 'charrnn[tensorboard]'" in err
+    assert not (tmp_path / "run").exists()
+    import charrnn
+    with pytest.raises(MissingDependency, match=r"charrnn\[tensorboard\]"):
+        charrnn.train(TINY, out=tmp_path / "run", max_steps=3, log_to=["tensorboard"])
     assert not (tmp_path / "run").exists()
 
 
