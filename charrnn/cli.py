@@ -141,6 +141,8 @@ def train_cmd(
     from charrnn.train import config_from_checkpoint, train
     if cfg is None:
         cfg = config_from_checkpoint(resume, sets)
+    from charrnn.rundir import check_log_to
+    check_log_to(cfg.train.log_to)  # before anything of the run is touched
 
     from charrnn.distributed import is_main_process
     reporter = make_reporter(quiet or not is_main_process())  # under torchrun, rank 0 reports
@@ -260,8 +262,7 @@ def eval_cmd(
     Example: charrnn eval --checkpoint runs/tiny data/foodchain.txt --json
     """
     from charrnn.data import read_text
-    from charrnn.evaluate import (evaluate_text, summarize, training_validation_split,
-                                  validation_loss)
+    from charrnn.evaluate import summarize, training_validation_split, validation_loss
     from charrnn.vocab import describe_chars
 
     if unknown not in ("error", "skip"):
@@ -277,8 +278,7 @@ def eval_cmd(
     loaded = load_model(checkpoint, device)
     with loaded.blame():
         if text is not None:
-            result = evaluate_text(loaded.model, loaded.vocab, text, loaded.device,
-                                   unknown=unknown)
+            result = loaded.api.score(text, unknown=unknown, log_probs=False).summary()
             reporter.info(loaded.note)
             reporter.info(f"scored {what} ({len(text):,} characters)")
             if result["skipped"]:
@@ -319,29 +319,15 @@ def info_cmd(
 
     Example: charrnn info runs/tiny
     """
+    from charrnn.api import describe_checkpoint
     from charrnn.checkpoint import load_checkpoint
     from charrnn.report import plural
 
     ckpt, why = choose_checkpoint(path)
     with naming_checkpoint(ckpt, why):
         state = load_checkpoint(ckpt)
-    model_cfg = state["config"]["model"]
-    info = {
-        "path": str(ckpt), "model": model_cfg["type"],
-        "embedding_dim": model_cfg["embedding_dim"], "hidden_size": model_cfg["hidden_size"],
-        "num_layers": model_cfg["num_layers"], "dropout": model_cfg["dropout"],
-        "parameters": sum(t.numel() for t in state["model"].values()),
-        "vocab_size": len(state["vocab"]), "step": state["step"],
-        "max_steps": state["config"]["train"]["max_steps"],
-        "best_val_loss": state.get("best_val_loss"), "val_loss": state.get("val_loss"),
-        "train_loss": state.get("train_loss"), "format_version": state["format_version"],
-        "charrnn_version": state.get("charrnn_version"), "config": state["config"],
-        "stopped_by": state.get("stopped_by"),
-        "kind": state.get("kind", "checkpoint"),
-    }
-    run_end = _run_end(ckpt, state)
-    if run_end is not None:  # a best.pt snapshot of a run that has gone on (or ended) since
-        info["run_stopped_by"], info["run_step"] = run_end.get("stopped_by"), run_end["step"]
+    info, run_end = describe_checkpoint(ckpt, state,
+                                        sum(t.numel() for t in state["model"].values()))
     if as_json:
         sys.stdout.write(json.dumps(info) + "\n")
         return
@@ -363,22 +349,6 @@ def info_cmd(
            f"stopped      - (the best snapshot, from step {info['step']}); last.pt is at step "
            f"{run_end['step']}, saved while training (still running, or killed): --resume "
            f"continues from there\n"))
-
-
-def _run_end(ckpt, state: dict) -> dict | None:
-    """For a best.pt saved mid-run, the state of last.pt beside it if that run has ended or
-    gone on to a later step (as after a kill: --resume continues from last.pt)."""
-    from charrnn.checkpoint import load_checkpoint
-    from charrnn.errors import CheckpointError
-
-    last = Path(ckpt).with_name("last.pt")
-    if state.get("stopped_by") or Path(ckpt).name != "best.pt" or not last.is_file():
-        return None
-    try:
-        end = load_checkpoint(last)
-    except CheckpointError:
-        return None
-    return end if end.get("stopped_by") or end["step"] != state["step"] else None
 
 
 def _stop_reason(state: dict) -> str:

@@ -15,6 +15,7 @@ from typing import Any, Iterator, Optional
 
 import typer
 
+from charrnn.api import train_config  # noqa: F401  (the commands import it from here)
 from charrnn.errors import CharRNNError
 
 CHECKPOINT_OPTION = typer.Option(
@@ -43,16 +44,17 @@ def decode_escapes(text: str, option: str) -> str:
 
 @dataclass
 class LoadedModel:
-    """A model ready for inference, with what the commands say about it."""
+    """A model loaded through the Python API (`api`, a charrnn.api.Model), with what the
+    commands say about it; its attributes (model, vocab, device, path, step, ...) are the API
+    model's, and `cfg` is its config."""
 
-    model: Any
-    vocab: Any
-    cfg: Any
-    device: Any
-    path: Path
+    api: Any
     why: Optional[str]  # the rule that chose the checkpoint; None when the user named it
-    step: int
-    trained_on: Optional[dict] = None  # the fingerprint of its training text, where recorded
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("api", "why"):  # not set yet (as in a copy being made): nothing to ask
+            raise AttributeError(name)
+        return getattr(self.api, "config" if name == "cfg" else name)
 
     @property
     def note(self) -> str:
@@ -86,34 +88,15 @@ def choose_checkpoint(checkpoint: Optional[str]) -> tuple[Path, Optional[str]]:
 
 
 def load_model(checkpoint: Optional[str], device_spec: str) -> LoadedModel:
-    """Find a checkpoint, rebuild its model on the device, and keep nothing else it holds.
-
-    The checkpoint is read into CPU memory and only the model moves to the device: the
-    optimizer state (twice the weights for Adam) is dropped, never copied to a GPU.
-    """
-    from charrnn.checkpoint import load_checkpoint
-    from charrnn.config import config_from_dict
-    from charrnn.device import resolve_device, set_threads
-    from charrnn.models import build_model
-    from charrnn.vocab import Vocab
+    """Find a checkpoint (the one named, else the default one) and load it through the API,
+    using every core this process may use."""
+    from charrnn.api import load
+    from charrnn.device import set_threads
 
     path, why = choose_checkpoint(checkpoint)
     with naming_checkpoint(path, why):
-        device = resolve_device(device_spec)
         set_threads(None)
-        state = load_checkpoint(path, map_location="cpu")
-        state.pop("optimizer", None)
-        cfg = config_from_dict(state["config"], source=f"{path} (config)")
-        model = build_model(cfg.model, len(state["vocab"]))
-        try:
-            model.load_state_dict(state.pop("model"))
-        except (RuntimeError, KeyError, TypeError) as exc:
-            from charrnn.errors import CheckpointError
-            raise CheckpointError(f"{path}: its weights do not fit its model config "
-                                  f"({str(exc).splitlines()[0]})") from None
-        model.to(device).eval()
-        vocab = Vocab(state["vocab"])
-    return LoadedModel(model, vocab, cfg, device, path, why, state["step"], state.get("data"))
+        return LoadedModel(load(path, device=device_spec), why)
 
 
 # the flags `train` and `plan` share, and the config key each sets
@@ -135,17 +118,3 @@ def flag_overrides(overrides: list[str], flags: dict) -> list[str]:
         check_flag(flag, FLAG_KEYS[flag], value)
         sets.append(f"{FLAG_KEYS[flag]}={json.dumps(value) if isinstance(value, str) else value}")
     return sets
-
-
-def train_config(config, sets: list[str], init_from: str | None):
-    """The config of a new run and the keys its user set. With no CONFIG the run is planned
-    (train.plan, unless --set says otherwise) and, with --init-from, takes the checkpoint's
-    model shape."""
-    from charrnn.config import default_config, load_config, set_keys
-    if config is None and init_from is not None:  # no config: the checkpoint's model shape
-        from charrnn.finetune import shape_overrides
-        sets = shape_overrides(init_from) + sets
-    if config is None:
-        sets = ["train.plan=true"] + sets
-    cfg = load_config(config, sets) if config is not None else default_config(sets)
-    return cfg, set_keys(config, [s for s in sets if s != "train.plan=true"])

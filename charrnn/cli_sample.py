@@ -173,7 +173,7 @@ def sample_cmd(
 
     Example: charrnn sample --prime "sharks" --length 200 --temperature 0.7
     """
-    from charrnn.sampling import check_batch_fits, check_options, generate
+    from charrnn.sampling import check_batch_fits, check_options
 
     reporter = make_reporter(quiet)
     _check_combinations(prime, prime_file, greedy, beam, num_samples, temperature, top_k,
@@ -207,16 +207,14 @@ def sample_cmd(
                     top_k=top_k, top_p=top_p, greedy=greedy, seed=seed, stop=stops)
         return
     if beam is not None:
-        from charrnn.beam import beam_search
         found = [(p, text, score) for p in primes
-                 for text, score in beam_search(model, vocab, p, length, width=beam, device=dev,
-                                                results=num_samples, stop=stops,
-                                                length_penalty=length_penalty)]
+                 for text, score in loaded.api.beam(p, beam, length, results=num_samples,
+                                                    stop=stops, length_penalty=length_penalty)]
         _write_beams(out, found, sep, as_json)
         return
     primes = [p for p in primes for _ in range(num_samples)]
-    steps = generate(model, vocab, primes, length, device=dev, temperature=temperature,
-                     top_k=top_k, top_p=top_p, greedy=greedy, seed=seed, stop=stops)
+    steps = loaded.api.generate_many(primes, length, temperature=temperature, top_k=top_k,
+                                     top_p=top_p, greedy=greedy, seed=seed, stop=stops)
     if len(primes) == 1 and not as_json:
         _stream(out, primes[0], steps)
         return

@@ -39,6 +39,8 @@ def _opt(default: Any, help: str, *, min: float | None = None, max: float | None
     """A dataclass field that carries its help text and allowed range."""
     meta = {"help": help, "min": min, "max": max, "min_open": min_open, "max_open": max_open,
             "choices": choices}
+    if isinstance(default, list):  # a list of choices: each config gets a list of its own
+        return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -99,6 +101,9 @@ class TrainConfig:
                              "text, the measured speed and the budget (charrnn plan shows how)")
     sample_every: Optional[int] = _opt(None, "a short sample every N steps (null: every "
                                              "eval_every; 0: none)", min=0)
+    log_to: list[str] = _opt([], "where the metrics go besides metrics.jsonl: [tensorboard] "
+                                 "(pip install 'charrnn[tensorboard]')",
+                             choices=("tensorboard",))
 
 
 @dataclass
@@ -155,6 +160,8 @@ def _check_value(key: str, value: Any, f: dataclasses.Field,
     meta = f.metadata
     if value is None:
         return (None, None) if nullable else (value, f"{key}: must not be null")
+    if typing.get_origin(tp) is list:
+        return _check_list(key, value, meta["choices"])
     if tp is float and isinstance(value, str):
         try:  # YAML 1.1 reads 1e-3 as a string; take it as the number it clearly is
             value = float(value)
@@ -184,6 +191,17 @@ def _check_value(key: str, value: Any, f: dataclasses.Field,
         return value, f"{key}: must be {op} {hi:g}, got {value!r}" if isinstance(hi, float) \
             else f"{key}: must be {op} {hi}, got {value!r}"
     return value, None
+
+
+def _check_list(key: str, value: Any, choices: tuple) -> tuple[Any, str | None]:
+    """A list of some of `choices`, each once; one name alone stands for a list of it."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+        return value, f"{key}: expected a list of {', '.join(choices)}, got {value!r}"
+    wrong = [v for v in items if v not in choices]
+    if wrong:
+        return value, f"{key}: {wrong[0]!r} is not one of {', '.join(choices)}"
+    return list(dict.fromkeys(items)), None
 
 
 def config_from_dict(raw: Any, source: str = "config", overrides: list[str] = ()) -> Config:
@@ -254,6 +272,18 @@ def check_flag(flag: str, key: str, value: Any) -> None:
     _, problem = _check_value(flag, value, field_, typing.get_type_hints(cls)[name])
     if problem:
         raise ConfigError(problem)
+
+
+def full_key(name: str) -> str:
+    """`section.key` of a key named alone (`lr` -> `train.lr`: no two sections share a key
+    name) or in full; a name that no section has is a ConfigError suggesting the nearest."""
+    if "." in name:
+        return name  # checked where it is applied
+    keys = {f.name: f"{section}.{f.name}" for section, cls in _SECTION_CLASSES.items()
+            for f in dataclasses.fields(cls)}
+    if name not in keys:
+        raise ConfigError(f"unknown setting '{name}'{_suggest(name, sorted(keys))}")
+    return keys[name]
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -379,7 +409,8 @@ def reference() -> str:
     for name, cls in _SECTION_CLASSES.items():
         lines.append(f"{name}:")
         for f in dataclasses.fields(cls):
-            value = yaml.safe_dump(f.default, default_flow_style=True).removesuffix("\n...\n")
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            value = yaml.safe_dump(default, default_flow_style=True).removesuffix("\n...\n")
             lines.append(f"  {f.name}: {value.strip()}".ljust(28) + f"# {f.metadata['help']}")
     return "\n".join(lines) + "\n"
 

@@ -29,6 +29,7 @@ RESUMABLE = {
     "train.precision", "train.threads", "train.grad_clip", "train.weight_decay",
     "sample.length", "sample.temperature", "sample.top_k", "sample.top_p",
     "train.sample_every", "sample.preview_length", "sample.preview_prime", "train.plan",
+    "train.log_to",
 }
 
 

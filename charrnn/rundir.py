@@ -5,6 +5,7 @@
               last.pt         the latest checkpoint (resume from it)
               best.pt         the checkpoint with the lowest validation loss
               samples.jsonl   the previews written while training
+              tensorboard/    the metrics as TensorBoard events (with train.log_to: [tensorboard])
               train.lock      held (flock) by the process training into the folder; holds its PID
 
 `RUN_FILES` lists the files that make a run: `--force` clears them together, and a run branched
@@ -20,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from charrnn.errors import RunDirError
+from charrnn.errors import MissingDependency, RunDirError
 from charrnn.fsutil import atomic_write, write_text_atomic
 
 LOCK_NAME = "train.lock"
@@ -28,6 +29,11 @@ CHECKPOINT_NAMES = ("last.pt", "best.pt")
 METRICS_NAME, SAMPLES_NAME = "metrics.jsonl", "samples.jsonl"
 LOG_NAMES = (METRICS_NAME, SAMPLES_NAME)  # one JSON record per line, each with its "step"
 RUN_FILES = ("config.yaml", *CHECKPOINT_NAMES, *LOG_NAMES)
+TENSORBOARD_DIR = "tensorboard"
+# metrics.jsonl's numbers as TensorBoard tags: the losses of a step and of an evaluation share
+# one chart (loss/train, loss/val); the wall-clock `time` is TensorBoard's own
+BOARD_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "val_bpc": "bpc/val",
+              "lr": "lr", "chars_per_sec": "chars_per_sec"}
 
 try:
     import fcntl
@@ -166,6 +172,7 @@ def clear_run(run_dir: Path) -> None:
     """Remove every file of an old run before starting over (`--force`)."""
     for name in RUN_FILES:
         (Path(run_dir) / name).unlink(missing_ok=True)
+    shutil.rmtree(Path(run_dir) / TENSORBOARD_DIR, ignore_errors=True)
 
 
 def start_branch(run_dir: Path, source: Path, step: int, best: Path | None) -> None:
@@ -180,21 +187,49 @@ def start_branch(run_dir: Path, source: Path, step: int, best: Path | None) -> N
             shutil.copyfileobj(src, dst)
 
 
-class MetricsLog:
-    """Append-only `metrics.jsonl`; on resume, records past the resumed step are dropped."""
+def check_log_to(log_to: list[str]) -> None:
+    """Refuse, before a run starts, a `train.log_to` that names a library not installed."""
+    if "tensorboard" in log_to:
+        try:
+            import tensorboard  # noqa: F401  (torch.utils.tensorboard writes through it)
+        except ImportError:
+            raise MissingDependency("train.log_to names tensorboard, which is not installed; "
+                                    "install it with: pip install 'charrnn[tensorboard]'") from None
 
-    def __init__(self, path: Path, resume_step: int | None = None):
+
+class MetricsLog:
+    """Append-only `metrics.jsonl`; on resume, records past the resumed step are dropped.
+
+    With "tensorboard" in `log_to`, each record's numbers also go to TensorBoard event files in
+    the run directory's tensorboard/ folder (BOARD_TAGS), where a resume drops those past the
+    resumed step as well.
+    """
+
+    def __init__(self, path: Path, resume_step: int | None = None, log_to: list[str] = ()):
         self.path = Path(path)
+        check_log_to(log_to)
         if resume_step is not None and self.path.exists():
             _copy_up_to(self.path, self.path, resume_step)
         self.fh = open(self.path, "a", encoding="utf-8")
+        self.board = None
+        if "tensorboard" in log_to:
+            from torch.utils.tensorboard import SummaryWriter
+            self.board = SummaryWriter(str(self.path.parent / TENSORBOARD_DIR),
+                                       purge_step=None if resume_step is None else resume_step + 1)
 
     def write(self, record: dict) -> None:
         self.fh.write(json.dumps(record) + "\n")
         self.fh.flush()
+        if self.board is not None:
+            for key, tag in BOARD_TAGS.items():
+                if key in record:
+                    self.board.add_scalar(tag, record[key], record["step"])
+            self.board.flush()
 
     def close(self) -> None:
         self.fh.close()
+        if self.board is not None:
+            self.board.close()
 
 
 def _copy_up_to(src: Path, dst: Path, step: int) -> None:

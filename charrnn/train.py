@@ -290,7 +290,7 @@ class _Session:
              should_stop: Callable[[], bool]) -> "_Session":
         cfg, device = state.cfg, group.device
         resume_step = state.step if state.resumed_from else None
-        metrics, previewer = ((MetricsLog(out / METRICS_NAME, resume_step=resume_step),
+        metrics, previewer = ((MetricsLog(out / METRICS_NAME, resume_step, cfg.train.log_to),
                                Previewer(cfg, corpus.vocab, device, out, resume_step))
                               if group.main else (None, None))
         return cls(cfg, out, group, precision, forward, emit, should_stop,
