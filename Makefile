@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,plot,tune,tensorboard]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,plot,tune,tensorboard,compress]"
 	touch $@
 
 # the browser the page tests drive: Debian's chromium, never a download at test time

@@ -30,6 +30,7 @@ from charrnn import __version__
 from charrnn.cli_common import (CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, choose_checkpoint,
                                 decode_escapes, flag_overrides, load_model, make_reporter,
                                 naming_checkpoint, train_config)
+from charrnn.cli_compress import compress_cmd, decompress_cmd
 from charrnn.cli_data import data_app
 from charrnn.cli_export import export_cmd
 from charrnn.cli_plan import plan_cmd
@@ -236,6 +237,8 @@ app.command("sample")(sample_cmd)
 app.command("export")(export_cmd)
 app.command("plan")(plan_cmd)
 app.command("tune")(tune_cmd)
+app.command("compress")(compress_cmd)
+app.command("decompress")(decompress_cmd)
 
 
 # ------------------------------------------------------------------------------------ eval

@@ -1,0 +1,121 @@
+"""`charrnn compress` and `charrnn decompress`: a text stored in the bits its model predicts
+(the work is in compress.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from charrnn.cli_common import CHECKPOINT_OPTION, QUIET_OPTION, load_model, make_reporter
+from charrnn.errors import DataError, MissingDependency
+
+INPUT_ARGUMENT = typer.Argument("-", metavar="[FILE|-]", help="What to read; - (the default) "
+                                                              "is stdin.")
+OUT_OPTION = typer.Option("-", "--out", "-o", metavar="FILE|-",
+                          help="Where to write; - (the default) is stdout.")
+FORCE_OPTION = typer.Option(False, "--force", help="Replace --out FILE if it exists.")
+
+
+def compress_cmd(
+    source: str = INPUT_ARGUMENT,
+    out: str = OUT_OPTION,
+    checkpoint: Optional[str] = CHECKPOINT_OPTION,
+    streams: Optional[int] = typer.Option(None, "--streams", min=1, max=1024,
+                                          help="Parallel streams the text is cut into (default: "
+                                               "by its length; more is faster, each costs a "
+                                               "cold start)."),
+    force: bool = FORCE_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Store a UTF-8 text in about as many bits as the model's loss on it (bits per character).
+
+    Decompressing needs the same model file. The bytes are kept as they are (a byte-order mark,
+    CR LF); characters the model does not know are coded too, at a cost.
+
+    Example: charrnn compress -c runs/shakespeare-cpu play.txt -o play.crz
+    """
+    _require_constriction()
+    _refuse_terminal(out)
+    data = _read(source)
+    target = _check_out(out, force)
+    loaded = load_model(checkpoint, "cpu")
+    from charrnn.compress import compress
+    with loaded.blame():
+        blob = compress(data, loaded.model, loaded.vocab, streams=streams)
+    _write(target, blob)
+    chars = len(data.decode("utf-8"))
+    make_reporter(quiet).info(
+        f"{loaded.note}: {len(data):,} bytes -> {len(blob):,} bytes"
+        + (f" ({8 * len(blob) / chars:.3f} bits per character)" if chars else ""))
+
+
+def decompress_cmd(
+    source: str = INPUT_ARGUMENT,
+    out: str = OUT_OPTION,
+    checkpoint: Optional[str] = CHECKPOINT_OPTION,
+    force: bool = FORCE_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Restore a text `charrnn compress` stored, byte for byte, with the model it used.
+
+    What it restored is checked against the original's sha256 before a byte is written.
+
+    Example: charrnn decompress -c runs/shakespeare-cpu play.crz -o play.txt
+    """
+    _require_constriction()
+    blob = _read(source)
+    target = _check_out(out, force)
+    loaded = load_model(checkpoint, "cpu")
+    from charrnn.compress import decompress
+    with loaded.blame():
+        data = decompress(blob, loaded.model, loaded.vocab)
+    _write(target, data)
+    make_reporter(quiet).info(f"{loaded.note}: restored {len(data):,} bytes")
+
+
+def _require_constriction() -> None:
+    try:
+        import constriction  # noqa: F401
+    except ImportError:
+        raise MissingDependency("compress needs the constriction range coder: "
+                                "pip install 'charrnn[compress]'") from None
+
+
+def _refuse_terminal(out: str) -> None:
+    if out == "-" and sys.stdout.isatty():
+        raise DataError("compressed data is binary: give --out FILE or redirect stdout "
+                        "(charrnn compress ... > file.crz)")
+
+
+def _read(source: str) -> bytes:
+    if source == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(source).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{source}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{source}: is a folder, not a file") from None
+
+
+def _check_out(out: str, force: bool) -> Optional[Path]:
+    if out == "-":
+        return None
+    path = Path(out)
+    if path.exists() and not force:
+        raise DataError(f"{out} exists; give --force to replace it")
+    return path
+
+
+def _write(target: Optional[Path], data: bytes) -> None:
+    """To stdout, or to FILE in one rename (never half a file)."""
+    if target is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    from charrnn.fsutil import atomic_write
+    with atomic_write(target) as fh:
+        fh.write(data)

@@ -1,0 +1,145 @@
+"""charrnn compress / decompress: exact round trips, sizes that follow the model's loss, and
+refusals that never write a wrong text."""
+
+import math
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, cli_env, run_cli
+
+ODD_TEXTS = {
+    "empty": b"",
+    "one character": b"s",
+    "unknown characters": "sharks \U0001F988 feed on \u9c7c (tuna) \u00e9".encode(),
+    "BOM and CR LF": b"\xef\xbb\xbfsharks feed on tuna.\r\ntuna feed on small fish.\r\n",
+}
+
+
+def charrnn(*args, data: bytes = b"") -> subprocess.CompletedProcess:
+    """`python -m charrnn ARGS` with `data` on stdin; stdout kept as bytes."""
+    return subprocess.run([sys.executable, "-m", "charrnn", *map(str, args)], input=data,
+                          capture_output=True, cwd=ROOT, env=cli_env(), timeout=300)
+
+
+@pytest.mark.parametrize("name", list(ODD_TEXTS))
+def test_round_trip_through_a_pipe(tiny_run, name):
+    data = ODD_TEXTS[name]
+    packed = charrnn("compress", "-c", tiny_run, "-q", data=data)
+    assert packed.returncode == 0, packed.stderr.decode()
+    assert packed.stdout.startswith(b"CHARRNNZ")
+    restored = charrnn("decompress", "-c", tiny_run, "-q", data=packed.stdout)
+    assert restored.returncode == 0, restored.stderr.decode()
+    assert restored.stdout == data
+
+
+def test_a_text_takes_the_bits_its_loss_predicts(tiny_run):
+    """One stream read a step at a time: the coded size is the model's loss on the text (its
+    first character at a uniform cost), within 1% plus the header."""
+    import torch
+
+    from charrnn.cli_common import load_model
+    from charrnn.compress import _HEADER, compress, decompress
+    from charrnn.evaluate import stream_loss
+
+    text = (ROOT / "data" / "foodchain.txt").read_text(encoding="utf-8")[:3000]
+    loaded = load_model(str(tiny_run), "cpu")
+    blob = compress(text.encode(), loaded.model, loaded.vocab, streams=1)
+    ids = loaded.vocab.encode(text)
+    loss, count = stream_loss(loaded.model, ids, torch.device("cpu"), streams=1,
+                              seq_len=len(ids) - 1)
+    predicted_bits = loss * count / math.log(2) + math.log2(len(loaded.vocab) + 1)
+    coded_bits = 8 * (len(blob) - _HEADER.size)
+    assert abs(coded_bits - predicted_bits) <= 0.01 * predicted_bits + 64, \
+        (coded_bits, predicted_bits)
+    assert decompress(blob, loaded.model, loaded.vocab) == text.encode()
+
+
+def test_files_in_and_out_and_an_existing_file_is_kept(tiny_run, tmp_path):
+    source = tmp_path / "a.txt"
+    source.write_bytes(ODD_TEXTS["BOM and CR LF"])
+    packed, back = tmp_path / "a.crz", tmp_path / "back.txt"
+    assert charrnn("compress", "-c", tiny_run, source, "-o", packed).returncode == 0
+    assert charrnn("decompress", "-c", tiny_run, packed, "-o", back).returncode == 0
+    assert back.read_bytes() == source.read_bytes()
+    before = packed.read_bytes()
+    again = charrnn("compress", "-c", tiny_run, source, "-o", packed)
+    assert again.returncode == 2 and b"--force" in again.stderr
+    assert packed.read_bytes() == before
+    assert charrnn("compress", "-c", tiny_run, source, "-o", packed, "--force").returncode == 0
+
+
+def test_another_model_is_refused_naming_both_fingerprints(tiny_run, tmp_path):
+    other = tmp_path / "other"
+    trained = run_cli("train", ROOT / "configs" / "tiny.yaml", "--out", other, "--max-steps",
+                      "5", "--seed", "7", "-q")
+    assert trained.returncode == 0, trained.stderr
+    packed = charrnn("compress", "-c", tiny_run, "-q", data=b"sharks feed on tuna.")
+    wrong = charrnn("decompress", "-c", other, "-o", tmp_path / "out.txt",
+                    data=packed.stdout)
+    assert wrong.returncode == 2
+    lines = wrong.stderr.decode().strip().splitlines()
+    assert lines[-1].startswith("error: the file was compressed with another model")
+    assert "Traceback" not in wrong.stderr.decode()
+    assert not (tmp_path / "out.txt").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "not ours"])
+def test_a_damaged_file_is_an_error_and_nothing_is_written(tiny_run, tmp_path, damage):
+    text = (ROOT / "data" / "foodchain.txt").read_bytes()[:2000]
+    blob = bytearray(charrnn("compress", "-c", tiny_run, "-q", data=text).stdout)
+    if damage == "truncated":
+        blob = blob[:-8]
+    elif damage == "flipped":
+        blob[len(blob) // 2] ^= 0x55
+    else:
+        blob = bytearray(b"sharks feed on tuna. " * 10)
+    out = tmp_path / "out.txt"
+    proc = charrnn("decompress", "-c", tiny_run, "-o", out, data=bytes(blob))
+    assert proc.returncode != 0
+    assert proc.stderr.decode().strip().splitlines()[-1].startswith("error: ")
+    assert not out.exists()
+    piped = charrnn("decompress", "-c", tiny_run, data=bytes(blob))
+    assert piped.returncode != 0 and piped.stdout == b""  # never a wrong text on stdout
+
+
+def test_text_that_is_not_utf8_is_an_error_naming_the_offset(tiny_run):
+    proc = charrnn("compress", "-c", tiny_run, data=b"sharks \xff feed")
+    assert proc.returncode == 2
+    assert "byte 7" in proc.stderr.decode() and proc.stdout == b""
+
+
+def test_compressed_data_is_not_written_to_a_terminal(tiny_run):
+    import os
+    import pty
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "charrnn", "compress", "-c", str(tiny_run),
+                               "README.md"], stdout=slave, stderr=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, cwd=ROOT, env=cli_env(), timeout=300)
+        os.set_blocking(master, False)
+        try:
+            shown = os.read(master, 1 << 16)
+        except BlockingIOError:
+            shown = b""
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert proc.returncode == 2
+    assert proc.stderr.decode().startswith("error: compressed data is binary")
+    assert b"CHARRNNZ" not in shown
+
+
+def test_a_file_made_with_more_threads_decompresses_with_one(tiny_run):
+    """Coding runs on one thread whatever the process's count, so the arithmetic is the same."""
+    text = (ROOT / "data" / "foodchain.txt").read_bytes()[:5000]
+    env_two = {**cli_env(), "OMP_NUM_THREADS": "2"}
+    packed = subprocess.run([sys.executable, "-m", "charrnn", "compress", "-c", str(tiny_run),
+                             "-q"], input=text, capture_output=True, cwd=ROOT, env=env_two)
+    env_one = {**cli_env(), "OMP_NUM_THREADS": "1"}
+    restored = subprocess.run([sys.executable, "-m", "charrnn", "decompress", "-c",
+                               str(tiny_run), "-q"], input=packed.stdout, capture_output=True,
+                              cwd=ROOT, env=env_one)
+    assert restored.returncode == 0, restored.stderr.decode()
+    assert restored.stdout == text
