@@ -317,6 +317,7 @@ def info_cmd(
         "charrnn_version": state.get("charrnn_version"), "config": state["config"],
         "stopped_by": state.get("stopped_by"),
         "kind": state.get("kind", "checkpoint"),
+        "quantization": state.get("quantization", {}).get("mode"),
     }
     run_end = _run_end(ckpt, state)
     if run_end is not None:  # a best.pt snapshot of a run that has gone on (or ended) since
@@ -325,9 +326,11 @@ def info_cmd(
         sys.stdout.write(json.dumps(info) + "\n")
         return
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    notes = (["exported model: weights only"] if info["kind"] == "export" else []) + (
+        [f"quantized to {info['quantization']}"] if info["quantization"] else [])
+    note = f" ({', '.join(notes)})" if notes else ""
     sys.stdout.write(
-        f"checkpoint   {info['path']}"
-        f"{' (exported model: weights only)' if info['kind'] == 'export' else ''}\n"
+        f"checkpoint   {info['path']}{note}\n"
         f"model        {info['model']}: {info['num_layers']} x {info['hidden_size']} "
         f"(embedding {info['embedding_dim']}, dropout {info['dropout']})\n"
         f"parameters   {info['parameters']:,}\n"
