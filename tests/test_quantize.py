@@ -43,6 +43,7 @@ def test_int8_and_bf16_exports_load_in_every_command(tiny_run, tmp_path, cli):
         assert code == 0 and mode in err, err
         stored = torch.load(out, weights_only=True)  # plain tensors, nothing else unpickled
         assert stored["quantization"]["mode"] == mode
+        assert stored["format_version"] == 2  # a reader of format 1 only refuses it
         assert stored["model"]["embed.weight"].dtype == matrix_dtype
         assert stored["model"]["rnn.weight_hh_l0"].dtype == matrix_dtype
         assert stored["model"]["head.weight"].dtype == matrix_dtype
@@ -62,6 +63,7 @@ def test_int8_and_bf16_exports_load_in_every_command(tiny_run, tmp_path, cli):
         code, _, err = cli("train", "--resume", out)
         assert code == 2 and "cannot be resumed" in err
     assert json.loads(cli("info", plain, "--json")[1])["quantization"] is None
+    assert torch.load(plain, weights_only=True)["format_version"] == 1  # as before
 
 
 def test_int8_export_is_under_a_third_of_fp32(tiny_run, tmp_path, cli):
