@@ -69,9 +69,12 @@ def dequantize_state(state: dict, path) -> None:
     if mode not in MODES:
         raise CheckpointError(f"{path}: its weights are quantized as {mode!r}, which this "
                               f"charrnn cannot read (it reads {', '.join(MODES)})")
-    scales = record.get("scales") or {}
-    weights = state["model"]
+    scales, weights = record.get("scales") or {}, state["model"]
+    if not isinstance(scales, dict) or not isinstance(weights, dict):
+        raise CheckpointError(f"{path}: its quantized weights are not readable (a corrupt file)")
     for name, t in weights.items():
+        if not isinstance(t, torch.Tensor):
+            raise CheckpointError(f"{path}: its weights {name} are not a tensor (a corrupt file)")
         if t.dtype == torch.int8:
             scale = scales.get(name)
             if not isinstance(scale, torch.Tensor) or scale.shape != t.shape[:1]:
