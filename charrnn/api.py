@@ -195,6 +195,7 @@ def describe_checkpoint(path: Path, state: dict, parameters: int) -> tuple[dict,
         "charrnn_version": state.get("charrnn_version"), "config": state["config"],
         "stopped_by": state.get("stopped_by"),
         "kind": state.get("kind", "checkpoint"),
+        "quantization": state.get("quantization", {}).get("mode"),
     }
     run_end = _run_end(path, state)
     if run_end is not None:  # a best.pt snapshot of a run that has gone on (or ended) since

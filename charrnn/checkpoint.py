@@ -33,18 +33,23 @@ from charrnn import __version__
 from charrnn.config import without_removed
 from charrnn.errors import CheckpointError, TrainingFailed
 from charrnn.fsutil import atomic_write
+from charrnn.quantize import dequantize_state
 
 FORMAT = "charrnn-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the model may be quantized; a file that is not says 1, as before
 
 # Upgrades from older formats, by the version they read: each returns the next version's dict.
-_MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
+_MIGRATIONS: dict[int, Callable[[dict], dict]] = {
+    1: lambda state: {**state, "format_version": 2},  # 2 only adds `quantization`
+}
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
     """Write `state` atomically to `path` (temp file, fsync, rename, fsync of the folder)."""
     path = Path(path)
-    state = {"format": FORMAT, "format_version": FORMAT_VERSION, "charrnn_version": __version__,
+    # a charrnn that reads only format 1 would take int8 weights for fp32 ones: it must refuse
+    version = FORMAT_VERSION if "quantization" in state else 1
+    state = {"format": FORMAT, "format_version": version, "charrnn_version": __version__,
              **state}
     try:
         with atomic_write(path) as fh:  # removes its temporary file on any way out, Ctrl-C too
@@ -175,6 +180,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     for key in ("config", "vocab", "model", "step"):
         if key not in state:
             raise CheckpointError(f"{path}: checkpoint is missing '{key}'")
+    dequantize_state(state, path)
     state["config"] = without_removed(state["config"])
     state["path"] = str(path)
     return state

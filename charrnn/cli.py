@@ -335,9 +335,11 @@ def info_cmd(
         sys.stdout.write(json.dumps(info) + "\n")
         return
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    notes = (["exported model: weights only"] if info["kind"] == "export" else []) + (
+        [f"quantized to {info['quantization']}"] if info["quantization"] else [])
+    note = f" ({', '.join(notes)})" if notes else ""
     sys.stdout.write(
-        f"checkpoint   {info['path']}"
-        f"{' (exported model: weights only)' if info['kind'] == 'export' else ''}\n"
+        f"checkpoint   {info['path']}{note}\n"
         f"model        {info['model']}: {info['num_layers']} x {info['hidden_size']} "
         f"(embedding {info['embedding_dim']}, dropout {info['dropout']})\n"
         f"parameters   {info['parameters']:,}\n"

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 ROWS = ["train lstm h128", "train gru h128", "train rnn h128", "sample b1 vs bare",
         "sample b32 vs bare", "sample b32 / b1", "sample b1 lean step (cpu)", "sample b1 vs lean bare step",
-        "eval", "load first", "load cached",
+        "export int8 / fp32 size", "sample b1 int8 vs fp32 (cpu)", "eval", "load first", "load cached",
         "load cached: train to first step",
         "load peak memory", "load held memory", "load peak memory (UTF-8",
         "startup charrnn --help",

@@ -228,3 +228,53 @@ def sample_one_lean_step(ctx: Context) -> list[dict]:
                 samples={"charrnn": got["lean"], "reference": got["bare"]},
                 module_step=median(got["module"]), batch=1, length=length,
                 model=f"lstm {LAYERS}x{SAMPLE_HIDDEN}")]
+
+
+def _int8_twin(model, vocab, tmp) -> tuple[object, dict]:
+    """`model` written as a checkpoint, exported as fp32 and as int8 (`charrnn export
+    --quantize int8`), and the int8 file loaded back into a copy of it; the files' bytes."""
+    import copy
+    import os
+
+    from charrnn.checkpoint import load_checkpoint, save_checkpoint
+    from charrnn.export import export_model
+
+    source = os.path.join(tmp, "source.pt")
+    shape = {"type": "lstm", "embedding_dim": EMBED, "hidden_size": SAMPLE_HIDDEN,
+             "num_layers": LAYERS, "dropout": 0.0}
+    save_checkpoint({"config": {"model": shape}, "vocab": vocab.chars,
+                     "model": model.state_dict(), "step": 0}, source)
+    paths = {mode: os.path.join(tmp, f"{mode}.pt") for mode in ("fp32", "int8")}
+    export_model(source, paths["fp32"])
+    export_model(source, paths["int8"], quantize="int8")
+    twin = copy.deepcopy(model)
+    twin.load_state_dict(load_checkpoint(paths["int8"])["model"])
+    return twin, {mode: os.path.getsize(path) for mode, path in paths.items()}
+
+
+@bench("sample")
+def sample_int8_vs_fp32(ctx: Context) -> list[dict]:
+    """`export int8 / fp32 size`: bytes of the int8 export of the LSTM 2x256 next to the fp32
+    one (target <= 0.30); `sample b1 int8 vs fp32 (cpu)`: one sample's chars/s from the int8
+    file (loaded, so turned back into fp32) next to the fp32 model (target >= 0.9)."""
+    model, _, vocab = lstm_pair(ctx)
+    int8, sizes = _int8_twin(model, vocab, ctx.tmp)
+    shape = f"lstm {LAYERS}x{SAMPLE_HIDDEN}"
+    rows = [row("sample", "export int8 / fp32 size", sizes["int8"], "bytes",
+                reference=sizes["fp32"], reference_name="fp32 export",
+                ratio=sizes["int8"] / sizes["fp32"], target=("<=", 0.30), model=shape)]
+    if ctx.device.type != "cpu":
+        return rows
+    length = ctx.s["sample_len_1"]
+    got = {"int8": [], "fp32": []}
+    for r in range(ctx.s["sample_repeats"]):  # alternately, so both see the same load
+        got["int8"].append(_charrnn_sample(ctx, int8, vocab, 1, length))
+        got["fp32"].append(_charrnn_sample(ctx, model, vocab, 1, length))
+        log(f"sample b1 int8 vs fp32 repeat {r + 1}/{ctx.s['sample_repeats']}: " +
+            ", ".join(f"{k} {xs[-1]:,.0f}" for k, xs in got.items()) + " chars/s")
+    quant, plain = median(got["int8"]), median(got["fp32"])
+    return rows + [row("sample", "sample b1 int8 vs fp32 (cpu)", quant, "chars/s",
+                       reference=plain, reference_name="the same model in fp32",
+                       ratio=quant / plain, target=(">=", 0.9),
+                       samples={"charrnn": got["int8"], "reference": got["fp32"]}, batch=1,
+                       length=length, model=shape)]
