@@ -33,7 +33,7 @@ from charrnn.distributed import Group, joined
 from charrnn.errors import RunDirError, TrainingFailed
 from charrnn.evaluate import validation_loss
 from charrnn.models import (build_model, check_model_type, check_training_fits,
-                            count_parameters, detach_hidden)
+                            count_parameters, detach_hidden, map_hidden)
 from charrnn.planner import plan_run
 from charrnn.preview import Previewer, check_preview
 from charrnn.resume import (best_of_branch, check_budget, check_not_behind,
@@ -79,11 +79,7 @@ def _all_finite(model) -> bool:
 def _hidden_to(hidden, device):
     """The carried hidden state on `device` in fp32, whatever precision computed it: this is
     how checkpoints hold it, so a run saved under fp16 or bf16 resumes anywhere."""
-    if hidden is None:
-        return None
-    if isinstance(hidden, (tuple, list)):
-        return tuple(h.to(device, torch.float32) for h in hidden)
-    return hidden.to(device, torch.float32)
+    return map_hidden(lambda h: h.to(device, torch.float32), hidden)
 
 
 def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
