@@ -16,7 +16,7 @@ import torch
 from charrnn.device import fast_step_context
 from charrnn.errors import SamplingError
 from charrnn.sampling import generate, read_chunks, warm_up
-from charrnn.stepper import Stepper, evaluating
+from charrnn.stepper import evaluating
 from charrnn.vocab import Vocab
 
 
@@ -57,7 +57,7 @@ def beam_search(model, vocab: Vocab, prime: str, length: int, *, width: int,
     with torch.inference_mode(), evaluating(model):
         hidden, logits = warm_up(model, vocab, [prime], device)
     with torch.inference_mode(), fast_step_context(device), evaluating(model):
-        step = Stepper(model, hidden)
+        step = model.stepper(hidden)
         texts, scores = [""], torch.zeros(1, device=device)
         for _ in range(length):
             total = (scores[:, None] + torch.log_softmax(logits.float(), -1)).flatten()

@@ -183,7 +183,16 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     dequantize_state(state, path)
     state["config"] = without_removed(state["config"])
     state["path"] = str(path)
+    _check_family(state)
     return state
+
+
+def _check_family(state: dict) -> None:
+    """A checkpoint names its model family by registry name only; that family must be
+    installed (built in, or a package's `charrnn.models` entry point) to use it."""
+    from charrnn.models.registry import check_installed
+    model = state["config"].get("model") if isinstance(state["config"], dict) else None
+    check_installed(model.get("type") if isinstance(model, dict) else None, state["path"])
 
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive

@@ -21,7 +21,6 @@ import torch
 from charrnn.device import fast_step_context
 from charrnn.errors import CharRNNError, SamplingError
 from charrnn.sampling import StopWatch, check_options, make_generator, pick_next, warm_up
-from charrnn.stepper import Stepper
 
 HELP = ("type text and press Enter: the model continues it. /reset forgets the conversation, "
         "/temp T sets the temperature, /len N the length, /help shows this; Ctrl-C stops a "
@@ -73,7 +72,7 @@ class _Conversation:
                 self.hidden, self.logits = warm_up(self.model, self.vocab, [text], self.device,
                                                    self.hidden)
         with torch.inference_mode(), fast_step_context(self.device):
-            step, logits = Stepper(self.model, self.hidden), self.logits
+            step, logits = self.model.stepper(self.hidden), self.logits
             watch = StopWatch(s["stop"], 1)
             self.interrupted, last = False, ""
             previous = signal.signal(signal.SIGINT, self._interrupt)

@@ -93,17 +93,15 @@ def stream_layout(chars: int, streams: int | None = None) -> tuple[int, int]:
 class _Coder:
     """The step-by-step path encoder and decoder share: the model's probabilities for each
     stream's next symbol (the vocab plus one escape), given the characters before it. Steps go
-    through the sampler's one-step path (charrnn.stepper), which on a CPU is several times
-    faster per step than the fused module."""
+    through the family's one-step path (its stepper), which for the built-in families is several
+    times faster per step on a CPU than the fused module."""
 
     def __init__(self, model, vocab, streams: int):
-        from charrnn.stepper import Stepper, zero_state
         self.vocab, self.streams = vocab, streams
         self.escape = len(vocab)  # the symbol after the vocab's last
         self.filler = vocab.index.get(" ", 0)  # what the model reads for an unknown character
         with torch.inference_mode():
-            _, like = model(torch.zeros(max(streams, 1), 1, dtype=torch.long))
-            self.step = Stepper(model, zero_state(like))
+            self.step = model.stepper(model.initial_state(max(streams, 1), torch.device("cpu")))
 
     def first(self):
         """Every stream's first character: nothing read yet, so a uniform distribution."""

@@ -137,26 +137,6 @@ def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and precision == "fp16")
 
 
-def run_recurrent(rnn: torch.nn.Module, x: torch.Tensor, hidden):
-    """Run a fused nn.RNN / LSTM / GRU in the dtype autocast asks for.
-
-    Under autocast, the cuDNN recurrent kernel is always cast to fp16, whatever dtype autocast
-    was given. So under bf16 autocast the module runs outside autocast on bf16 copies of its
-    weights (the fp32 weights stay the ones the optimizer updates), with a bf16 hidden state.
-    """
-    kind = x.device.type
-    if not (torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.bfloat16):
-        return rnn(x, hidden)
-    bf16 = lambda t: t.to(torch.bfloat16)  # noqa: E731
-    if hidden is not None:
-        hidden = tuple(map(bf16, hidden)) if isinstance(hidden, tuple) else bf16(hidden)
-    weights = {name: bf16(p) for name, p in rnn.named_parameters()}
-    with torch.autocast(kind, enabled=False), warnings.catch_warnings():
-        # the bf16 copies are separate tensors, which cuDNN notes (and packs) on each call
-        warnings.filterwarnings("ignore", message="RNN module weights are not part")
-        return torch.func.functional_call(rnn, weights, (bf16(x), hidden))
-
-
 def fast_step_context(device: torch.device):
     """Context for one-character-at-a-time inference.
 

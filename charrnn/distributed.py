@@ -23,6 +23,7 @@ import torch.distributed as dist
 from charrnn.checkpoint import restore_rng
 from charrnn.device import available_cores, resolve_device, seed_everything
 from charrnn.errors import ConfigError, DeviceError, TrainingFailed
+from charrnn.models.family import map_hidden
 
 # How long a rank waits in a collective before giving up. A dead rank is noticed by torchrun
 # at once; this only ends a job whose ranks are alive but stuck. Rank 0 validates while the
@@ -142,27 +143,20 @@ class Group:
 
     def gather_hidden(self, hidden):
         """Every stream's carried state, in global order, as fp32 on the CPU (for checkpoints)."""
-        if hidden is None:
-            return None
-        parts = hidden if isinstance(hidden, tuple) else (hidden,)
-        full = []
-        for h in parts:
+        def gather(h: torch.Tensor) -> torch.Tensor:
             h = h.detach().float().contiguous()
             if self.launched:
                 pieces = [torch.empty_like(h) for _ in range(self.world)]
                 dist.all_gather(pieces, h)
                 h = torch.cat(pieces, dim=1)  # (layers, streams, hidden)
-            full.append(h.cpu())
-        return tuple(full) if isinstance(hidden, tuple) else full[0]
+            return h.cpu()
+
+        return map_hidden(gather, hidden)
 
     def split_hidden(self, hidden, batch_size: int):
         """This rank's rows of a whole saved hidden state (whatever world size saved it)."""
-        if hidden is None:
-            return None
         rows = self.rows(batch_size)
-        if isinstance(hidden, (tuple, list)):
-            return tuple(h[:, rows] for h in hidden)
-        return hidden[:, rows]
+        return map_hidden(lambda h: h[:, rows], hidden)
 
     def seed_rank(self, seed: int, step: int) -> None:
         """A random stream of its own (dropout) for a rank other than 0 from `step` on; rank 0

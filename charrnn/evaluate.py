@@ -60,12 +60,8 @@ def stream_loss(model, ids: torch.Tensor, device: torch.device, *, streams: int 
 
 
 def _steps_at_once(model, streams: int, seq_len: int) -> int:
-    """Time steps per forward call, so that (streams x steps x vocab) <= LOGITS_AT_ONCE; the
-    vocab is the output size of the model's last linear layer (its head)."""
-    heads = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    if not heads:
-        return seq_len
-    return max(1, min(seq_len, LOGITS_AT_ONCE // (streams * heads[-1])))
+    """Time steps per forward call, so that (streams x steps x vocab) <= LOGITS_AT_ONCE."""
+    return max(1, min(seq_len, LOGITS_AT_ONCE // (streams * model.vocab_size)))
 
 
 def validation_loss(model, val_ids: torch.Tensor, device: torch.device, *,

@@ -15,10 +15,10 @@ import torch
 from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
 from charrnn.data import Corpus, split
 from charrnn.errors import ConfigError, DataError
+from charrnn.models import family_of
 from charrnn.vocab import ENCODE_CHUNK, Vocab, describe_chars
 
 _SHAPE = ("type", "embedding_dim", "hidden_size", "num_layers")
-_ROWS = ("embed.weight", "head.weight", "head.bias")  # the tensors indexed by character
 
 
 @dataclass
@@ -70,7 +70,7 @@ def prepare(init_from: str, cfg, corpus: Corpus) -> Start:
     merged = Vocab(sorted(set(old) | set(corpus.vocab.chars)))
     weights = dict(state["model"])
     where = torch.tensor([merged.index[c] for c in old])
-    for name in _ROWS:
+    for name in family_of(cfg.model.type).vocab_rows:
         rows = weights[name]
         grown = rows.mean(0, keepdim=True).repeat(len(merged), *([1] * (rows.dim() - 1)))
         grown[where] = rows

@@ -4,10 +4,8 @@
     p.logprobs[5], p.top(5)            # log p(text[5] | text[:5]); what it expected there
     p.units[(0, "f")]                  # forget gate of layer 0: (chars, hidden_size)
 
-Units are the hidden state h of every layer and, for an LSTM, the cell c and the gates i, f, g,
-o. torch's fused nn.LSTM exposes none of them per step, so each layer's h sequence comes from
-running that layer alone (fused), and its gates from one matmul over the whole text with the
-layer's weights; only the cell's elementwise recurrence c_t = f_t c_{t-1} + i_t g_t steps.
+Units are what the model's family reports (its `read_units`): for rnn, lstm and gru, the hidden
+state h of every layer and, for an LSTM, the cell c and the gates i, f, g, o.
 The page `charrnn show --html` draws is `show_page.html` beside this file.
 """
 
@@ -23,13 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from charrnn.errors import DataError, ModelError
+from charrnn.errors import DataError
 from charrnn.stepper import evaluating, one_thread
 from charrnn.vocab import Vocab
 
-LSTM_KINDS = ("h", "c", "i", "f", "g", "o")
 TEMPLATE = Path(__file__).with_name("show_page.html")
 CHUNK = 2048  # characters read at a time: the activations of one chunk are held, not the text's
 
@@ -60,81 +56,34 @@ class Probe:
                 for t, ch in enumerate(self.text)]
 
 
-def _single_layer(rnn: nn.RNNBase, k: int) -> nn.RNNBase:
-    """Layer k of a fused stack as a module of its own, sharing the weights."""
-    kwargs = {"nonlinearity": rnn.nonlinearity} if isinstance(rnn, nn.RNN) else {}
-    layer = type(rnn)(rnn.input_size if k == 0 else rnn.hidden_size, rnn.hidden_size, 1,
-                      bias=rnn.bias, batch_first=True, **kwargs)
-    layer.load_state_dict({name.replace(f"_l{k}", "_l0"): value
-                           for name, value in rnn.state_dict().items() if name.endswith(f"_l{k}")
-                           or name.endswith(f"_l{k}_reverse")})
-    return layer.to(next(rnn.parameters()).device)
-
-
-def lstm_gates(x: torch.Tensor, h: torch.Tensor, layer: nn.LSTM,
-               c0: torch.Tensor | None = None,
-               h0: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Gates i, f, g, o and cell c of a one-layer LSTM, given its inputs x (T, In), the h
-    (T, H) it produced and its state (h0, c0 (H,); zero if None) before x; the gates are one
-    matmul over the whole text."""
-    hidden = h.size(1)
-    h_prev = torch.cat([h.new_zeros(1, hidden) if h0 is None else h0.view(1, hidden), h[:-1]])
-    pre = x @ layer.weight_ih_l0.T + h_prev @ layer.weight_hh_l0.T
-    if layer.bias:
-        pre = pre + layer.bias_ih_l0 + layer.bias_hh_l0
-    i, f, g, o = pre.chunk(4, dim=1)
-    i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
-    update, forget = (i * g).cpu(), f.cpu()
-    cells = torch.empty_like(update)
-    c = h.new_zeros(hidden).cpu() if c0 is None else c0.reshape(hidden).cpu()
-    for u_t, f_t, c_t in zip(update.unbind(0), forget.unbind(0), cells.unbind(0)):
-        c = torch.addcmul(u_t, f_t, c, out=c_t)  # elementwise only; the matmuls are above
-    return {"c": cells.to(h.device), "i": i, "f": f, "g": g, "o": o}
-
-
 @torch.no_grad()
 def probe_text(model, vocab: Vocab, text: str, device: torch.device, *, top_k: int = 5,
                units: bool = True) -> Probe:
     """Read `text` from a fresh state; log-probs, top-k choices and (optionally) every unit.
 
-    The text is read CHUNK characters at a time with each layer's state carried, so memory
+    The text is read CHUNK characters at a time with the model's state carried, so memory
     holds one chunk's activations and, per character, only what is returned (`units=False`:
     no units; the model's mode is left as it was)."""
     if len(text) < 2:
         raise DataError("the text must be at least 2 characters long (the first one is only "
                         "read, the others are predicted)")
     vocab.check(text, "the text")
-    rnn = getattr(model, "rnn", None)
-    if not isinstance(rnn, (nn.RNN, nn.LSTM, nn.GRU)) or rnn.bidirectional or \
-            getattr(rnn, "proj_size", 0):
-        raise ModelError("show works with the rnn, lstm and gru models of charrnn")
     ids = vocab.encode(text)
-    length, k, size = len(ids), min(top_k, len(vocab)), rnn.hidden_size
-    lstm = isinstance(rnn, nn.LSTM)
-    kinds = (LSTM_KINDS if lstm else ("h",)) if units else ()
-    found = {(j, kind): torch.empty(length, size) for j in range(rnn.num_layers) for kind in kinds}
+    length, k = len(ids), min(top_k, len(vocab))
+    found: dict[tuple[int, str], torch.Tensor] = {}
     logprobs = torch.full((length,), math.nan)
     top_ids = torch.zeros(length, k, dtype=vocab.dtype)  # row t: the prediction made at t - 1
     top_probs = torch.zeros(length, k)
-    layers = [_single_layer(rnn, j) for j in range(rnn.num_layers)]
-    states: list = [None] * len(layers)
+    hidden = None
     with evaluating(model), one_thread(device):
         for start in range(0, length, CHUNK):
             end = min(start + CHUNK, length)
             chunk = ids[start:end].to(device, torch.long)
-            x = model.embed(chunk.unsqueeze(0))  # (1, n, E)
-            for j, layer in enumerate(layers):
-                before = states[j]
-                out, states[j] = layer(x, before)  # (1, n, H): this layer's h at every step
-                if units:
-                    found[(j, "h")][start:end] = out[0].cpu()
-                if units and lstm:
-                    h0, c0 = (None, None) if before is None else before
-                    gates = lstm_gates(x[0], out[0], layer, c0=c0, h0=h0)
-                    for kind, values in gates.items():
-                        found[(j, kind)][start:end] = values.cpu()
-                x = out
-            logp = torch.log_softmax(model.head(x[0]).float(), dim=-1)  # prediction for t + 1
+            logits, seen, hidden = model.read_units(chunk.unsqueeze(0), hidden, units=units)
+            for key, values in seen.items():
+                found.setdefault(key, torch.empty(length, values.size(-1)))[start:end] = \
+                    values.cpu()
+            logp = torch.log_softmax(logits.float(), dim=-1)  # prediction for t + 1
             top_lp, top_i = logp.topk(k, dim=-1)
             top_ids[start + 1:end + 1] = top_i[:length - start - 1].cpu().to(vocab.dtype)
             top_probs[start + 1:end + 1] = top_lp[:length - start - 1].exp().cpu()

@@ -14,7 +14,8 @@ import torch
 
 from charrnn.device import check_memory, fast_step_context
 from charrnn.errors import SamplingError
-from charrnn.stepper import Stepper, evaluating, one_thread, zero_state
+from charrnn.models.family import map_hidden
+from charrnn.stepper import evaluating, one_thread
 from charrnn.vocab import Vocab
 
 # Below this temperature logits / temperature can leave float32's range (1e-50 is 0 in float32):
@@ -42,15 +43,13 @@ def check_options(length: int, temperature: float, top_k: int | None, top_p: flo
 def check_batch_fits(model, vocab_size: int, samples: int, kept: int, what: str) -> None:
     """Refuse, before anything is built, a batch whose state and text cannot fit in memory.
 
-    Per sample: the recurrent state, gates and logits (4-byte floats), and the `kept`
-    characters collected before they are written (0 for a streamed sample, or where stop texts
-    may end it early), at 25 bytes each in Python lists and strings: `charrnn sample -N 20000
-    --length 500` on an LSTM 2 x 256 peaked 231 MB above `--length 1`, 24 bytes a character.
-    `what` names the options in the error.
+    Per sample: what the model's family says one sample's step holds (its state, gates and
+    logits: 4-byte floats), and the `kept` characters collected before they are written (0 for
+    a streamed sample, or where stop texts may end it early), at 25 bytes each in Python lists
+    and strings: `charrnn sample -N 20000 --length 500` on an LSTM 2 x 256 peaked 231 MB above
+    `--length 1`, 24 bytes a character. `what` names the options in the error.
     """
-    rnn = model.rnn
-    layers, size = rnn.num_layers, rnn.hidden_size
-    state = 4 * (model.embed.weight.size(1) + 10 * layers * size + 4 * vocab_size)
+    state = 4 * model.estimate_step(model.config, vocab_size)
     text = 100 + 25 * kept
     check_memory(samples * (state + text), torch.device("cpu"), what,
                  "ask for fewer samples or a shorter --length (or end them with --stop)",
@@ -84,9 +83,7 @@ def pick_next(logits: torch.Tensor, temperature: float, top_k: int | None,
 
 def _select(states: list, index: torch.Tensor):
     """Stack per-prime hidden states (batch dim 1) and pick one per sample."""
-    if isinstance(states[0], tuple):
-        return tuple(torch.cat(parts, dim=1).index_select(1, index) for parts in zip(*states))
-    return torch.cat(states, dim=1).index_select(1, index)
+    return map_hidden(lambda *parts: torch.cat(parts, dim=1).index_select(1, index), *states)
 
 
 def read_chunks(model, ids: torch.Tensor, device: torch.device, hidden=None):
@@ -112,7 +109,7 @@ def read_prime(model, ids: torch.Tensor, device: torch.device, hidden=None):
 def warm_up(model, vocab: Vocab, primes: Sequence[str], device: torch.device, hidden=None):
     """Read each distinct prime once; return (hidden, last logits) for every sample.
 
-    An empty prime leaves its sample at the model's zero state with zero logits (the caller
+    An empty prime leaves its sample at the model's initial state with zero logits (the caller
     chooses its first character). `hidden`, if given, is one state (batch 1) to continue from.
     """
     distinct = list(dict.fromkeys(primes))
@@ -120,7 +117,8 @@ def warm_up(model, vocab: Vocab, primes: Sequence[str], device: torch.device, hi
     for prime in distinct:
         state, logits = read_prime(model, vocab.encode(prime or vocab.chars[0]), device, hidden)
         if not prime:
-            state, logits = (hidden if hidden is not None else zero_state(state)), logits * 0
+            state = hidden if hidden is not None else model.initial_state(1, device)
+            logits = logits * 0
         states.append(state)
         last.append(logits)
     index = torch.tensor([distinct.index(p) for p in primes], device=device)
@@ -181,7 +179,7 @@ def generate(model, vocab: Vocab, primes: list[str], length: int, *, device: tor
                                                device=device)) for p in primes]
     with torch.inference_mode(), evaluating(model):
         hidden, logits = warm_up(model, vocab, primes, device)
-        step = Stepper(model, hidden, fast=fast)
+        step = model.stepper(hidden, fast=fast)
     first = None
     if any(s is not None for s in starts):  # no context: the first character is a random one
         first = torch.tensor([0 if s is None else s for s in starts], device=device).unsqueeze(1)

@@ -1,4 +1,8 @@
-"""One recurrent step at a time, as lean as torch allows: the inner loop of sampling.
+"""One step at a time, as lean as torch allows: the recurrent families' step for sampling.
+
+A model family's `stepper(hidden)` gives sampling and beam search one character per call
+(charrnn.models.family); this module holds the rnn, lstm and gru families' own, and the
+contexts every stepping loop runs in.
 
 For one character per step the fused nn.LSTM / nn.GRU / nn.RNN modules spend most of their time
 in per-call set-up (argument checks, flattening weights, building a (1, B, E) sequence), and
@@ -16,8 +20,8 @@ eval mode on the CPU is stepped instead on weights prepared once:
   of all layers lie in one row [x, h1, h2, ...], so layer k reads its [input, state] as one
   slice of it and no copy is made between layers.
 
-The result equals the module's to float rounding; any other model, or a CUDA device (where
-cuDNN's step is already one kernel), goes through `model(ids, hidden)`.
+The result equals the module's to float rounding; on a CUDA device (where cuDNN's step is
+already one kernel), or in training mode, a step is `model(ids, hidden)` (ForwardStep).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from __future__ import annotations
 import contextlib
 
 import torch
+
+from charrnn.models.family import ForwardStep, map_hidden
 
 _CELLS = ("lstm", "gru", "rnn")
 # Rows of weights per thread below which splitting a product costs more than it gains (a
@@ -58,17 +64,12 @@ def one_thread(device: torch.device):
         torch.set_num_threads(threads)
 
 
-def zero_state(like):
-    """A zero hidden state shaped like `like` (a tensor or a tuple of them)."""
-    if isinstance(like, tuple):
-        return tuple(torch.zeros_like(t) for t in like)
-    return torch.zeros_like(like)
-
-
-def _lean(model, device: torch.device) -> bool:
+def _lean(model) -> bool:
+    """Whether `model` is a CharRNN in eval mode on the CPU, whose step this module can take."""
     rnn = getattr(model, "rnn", None)
-    return (device.type == "cpu" and not model.training and getattr(model, "cell", None) in _CELLS
-            and isinstance(rnn, torch.nn.RNNBase) and rnn.bias and rnn.batch_first
+    return (isinstance(rnn, torch.nn.RNNBase) and rnn.weight_hh_l0.device.type == "cpu"
+            and not model.training and getattr(model, "cell", None) in _CELLS
+            and rnn.bias and rnn.batch_first
             and not getattr(rnn, "proj_size", 0) and not rnn.bidirectional
             and getattr(rnn, "nonlinearity", "tanh") == "tanh")
 
@@ -89,16 +90,15 @@ def joint_weights(cell: str, w_ih, w_hh, b_ih, b_hh) -> tuple[torch.Tensor, torc
     return torch.cat([w_ih, w_hh], 1), b_ih + b_hh
 
 
-class Stepper:
+class Stepper(ForwardStep):
     """`step(ids (B, 1)) -> logits (B, V)`, carrying the hidden state; `.hidden` reads it back
-    in the module's (layers, B, H) form. The logits are a buffer the next step overwrites."""
+    in the module's (layers, B, H) form. The logits are a buffer the next step overwrites.
+    Where the lean step does not apply (or `fast=False`), a ForwardStep."""
 
     def __init__(self, model, hidden, fast: bool = True):
-        self.model = model
-        device = (hidden[0] if isinstance(hidden, tuple) else hidden).device
-        self.fast = fast and _lean(model, device)
+        super().__init__(model, hidden)
+        self.fast = fast and _lean(model)
         if not self.fast:
-            self._hidden = hidden
             return
         rnn = model.rnn
         self.cell, self.size, self.layers = model.cell, rnn.hidden_size, rnn.num_layers
@@ -111,7 +111,7 @@ class Stepper:
 
     def _load(self, hidden) -> None:
         """Make the buffers and views for a batch, holding `hidden`."""
-        lstm = isinstance(hidden, tuple)
+        lstm = self.cell == "lstm"
         h = hidden[0] if lstm else hidden
         batch, width, size = h.size(1), self.embed.size(1), self.size
         rows = self.weights[0][0].size(0)
@@ -149,18 +149,13 @@ class Stepper:
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep the samples `index` names, in that order (repeats allowed): beam search."""
-        h = self.hidden
-        h = (tuple(t.index_select(1, index) for t in h) if isinstance(h, tuple)
-             else h.index_select(1, index))
-        if self.fast:
-            self._load(h)
-        else:
-            self._hidden = h
+        if not self.fast:
+            return super().reorder(index)
+        self._load(map_hidden(lambda t: t.index_select(1, index), self.hidden))
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         if not self.fast:
-            logits, self._hidden = self.model(ids, self._hidden)
-            return logits[:, -1]
+            return super().__call__(ids)
         torch.index_select(self.embed, 0, ids.view(-1), out=self.x)  # into the row, in place
         for h, c, (inputs, weight, bias, out, g, sigmoid) in zip(self.h, self.c, self.steps):
             torch.baddbmm(bias, inputs, weight, out=out)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 
 from charrnn.checkpoint import capture_rng
+from charrnn.models import map_hidden
 from charrnn.schedule import Plan
 
 if TYPE_CHECKING:
@@ -137,8 +138,4 @@ class TrainState(Progress):
 def _fp32_on(hidden, device):
     """A saved hidden state on `device` in fp32, the precision checkpoints hold it in, so that
     a run saved under fp16 or bf16 resumes under any precision."""
-    if hidden is None:
-        return None
-    if isinstance(hidden, (tuple, list)):
-        return tuple(h.to(device, torch.float32) for h in hidden)
-    return hidden.to(device, torch.float32)
+    return map_hidden(lambda h: h.to(device, torch.float32), hidden)

@@ -1,25 +1,33 @@
-"""Model families. Importing this package registers every family in it."""
+"""Model families. Importing this package registers every family in it; the interface they
+implement is charrnn.models.family.ModelFamily."""
 
 import torch
 
 from charrnn.device import check_memory
 from charrnn.errors import ModelError
 from charrnn.models import recurrent  # noqa: F401  (registers rnn, lstm, gru)
-from charrnn.models.recurrent import estimate_activations, estimate_parameters
-from charrnn.models.registry import build_model, check_model_type, list_models, register_model
+from charrnn.models.family import ForwardStep, ModelFamily, map_hidden
+from charrnn.models.registry import (build_model, check_installed, check_model_type, family_of,
+                                     list_models, register_model)
 
 
 def detach_hidden(hidden):
-    """Cut the graph behind a hidden state (a tensor or a tuple of them), keeping its values."""
-    if hidden is None:
-        return None
-    if isinstance(hidden, tuple):
-        return tuple(h.detach() for h in hidden)
-    return hidden.detach()
+    """Cut the graph behind a hidden state, keeping its values."""
+    return map_hidden(torch.Tensor.detach, hidden)
 
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def estimate_parameters(cfg, vocab_size: int) -> int:
+    """The parameter count of the model `cfg` (a ModelConfig) describes, without building it."""
+    return family_of(cfg.type).estimate_parameters(cfg, vocab_size)
+
+
+def estimate_activations(cfg, vocab_size: int, rows: int, seq_len: int) -> int:
+    """Floats a training step of `rows` x `seq_len` characters of model `cfg` holds."""
+    return family_of(cfg.type).estimate_activations(cfg, vocab_size, rows, seq_len)
 
 
 def check_training_fits(cfg, vocab_size: int, rows: int, device) -> None:
@@ -38,5 +46,6 @@ def check_training_fits(cfg, vocab_size: int, rows: int, device) -> None:
         check_memory(4 * params, torch.device("cpu"), f"building {what}", smaller, ModelError)
 
 
-__all__ = ["build_model", "check_model_type", "check_training_fits", "count_parameters",
-           "detach_hidden", "estimate_parameters", "list_models", "register_model"]
+__all__ = ["ForwardStep", "ModelFamily", "build_model", "check_installed", "check_model_type",
+           "check_training_fits", "count_parameters", "detach_hidden", "estimate_activations",
+           "estimate_parameters", "family_of", "list_models", "map_hidden", "register_model"]
