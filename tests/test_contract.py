@@ -392,6 +392,8 @@ def _base(path, run, tmp, case):
         "data get": {"name": "tinyshakespeare", "to": out},
         "data list": {"to": out},
         "export": {"run": str(run), "out": out + ".pt"},
+        "compress": {"checkpoint": str(run), "out": out + ".crz"},  # binary: never to stdout
+        "decompress": {"checkpoint": str(run), "out": out + ".txt"},
     }.get(" ".join(path), {})
 
 
