@@ -187,6 +187,12 @@ class Group:
         dist.all_gather_object(out, obj)
         return out
 
+    def sync(self) -> None:
+        """Wait until every rank is here: a rank that tears its group down while another is
+        still in a collective can abort the other's exit (gloo: "terminate called")."""
+        if self.launched:
+            dist.barrier()
+
     def close(self) -> None:
         if self.launched and dist.is_initialized():
             dist.destroy_process_group()
@@ -254,5 +260,6 @@ def joined(device_spec: str, batch_size: int):
     try:
         with group.failures():
             yield group
+            group.sync()  # a clean end: all ranks finish their collectives before any closes
     finally:
         group.close()
