@@ -15,6 +15,7 @@ restored, so a machine whose arithmetic differs fails loudly, never with a wrong
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import struct
@@ -117,17 +118,57 @@ class _Coder:
                                             dtype=torch.float64)], dim=1).numpy()
 
 
+@contextlib.contextmanager
 def _coding_context():
     """One thread (the same arithmetic whatever the machine's core count), torch's own CPU
     kernels for one-step inference."""
-    import contextlib
-
     from charrnn.device import fast_step_context
     from charrnn.stepper import one_thread
-    stack = contextlib.ExitStack()
-    stack.enter_context(one_thread(torch.device("cpu")))
-    stack.enter_context(fast_step_context(torch.device("cpu")))
-    return stack
+    cpu = torch.device("cpu")
+    with one_thread(cpu), fast_step_context(cpu):
+        yield
+
+
+class _Streams:
+    """The layout both sides share: `streams` rows of `length` characters, the text in row
+    order; every row is full but the last, so the rows still read at step t are a prefix."""
+
+    def __init__(self, model, vocab, chars: int, streams: int | None = None):
+        import constriction
+        self.chars = chars
+        self.streams, self.length = stream_layout(chars, streams)
+        self.last = chars - (self.streams - 1) * self.length  # the last row's length
+        self.coder = _Coder(model.cpu().eval(), vocab, self.streams)
+        self.categorical = constriction.stream.model.Categorical(perfect=False)
+        self.byte = constriction.stream.model.Uniform(256)
+        self.symbols = None  # (streams, length): the encoder's text, or what the decoder read
+
+    def live(self, t: int) -> slice:
+        return slice(0, self.streams if t < self.last else self.streams - 1)
+
+    def steps(self):
+        """(t, the rows read at t, their probabilities); `symbols` (streams, length) must hold
+        column t before the next step is taken."""
+        probs = self.coder.first()
+        for t in range(self.length):
+            yield t, self.live(t), probs
+            if t + 1 < self.length:
+                probs = self.coder.after(torch.from_numpy(self.symbols[:, t]))
+
+
+def _symbols(text: str, vocab, escape: int):
+    """The symbol of each character (`escape` where the vocab lacks it) and its code point,
+    for the whole text at once."""
+    import numpy as np
+    from charrnn.vocab import code_points
+
+    points = (code_points(text).numpy().astype(np.int64) if text  # (torch reads no empty buffer)
+              else np.zeros(0, dtype=np.int64))
+    codes = np.array([ord(c) for c in vocab.chars], dtype=np.int64)
+    table = np.full(max(int(codes.max(initial=0)), int(points.max(initial=0))) + 1, escape,
+                    dtype=np.int64)
+    table[codes] = np.arange(len(codes))
+    return table[points], points
 
 
 def compress(data: bytes, model, vocab, *, streams: int | None = None) -> bytes:
@@ -136,30 +177,23 @@ def compress(data: bytes, model, vocab, *, streams: int | None = None) -> bytes:
     import numpy as np
 
     text = decode_utf8(data)
-    n_streams, length = stream_layout(len(text), streams)
-    with _coding_context():
-        coder = _Coder(model.cpu().eval(), vocab, n_streams)
     encoder = constriction.stream.queue.RangeEncoder()
-    categorical = constriction.stream.model.Categorical(perfect=False)
-    byte = constriction.stream.model.Uniform(256)
-    symbols = np.array([[vocab.index.get(c, coder.escape) for c in
-                         text[i * length:(i + 1) * length].ljust(length, "\x00")]
-                        for i in range(n_streams)], dtype=np.int32).reshape(n_streams, length)
-    lengths = [min(length, len(text) - i * length) for i in range(n_streams)]
     with _coding_context():
-        probs = coder.first()
-        for t in range(length):
-            live = [i for i in range(n_streams) if t < lengths[i]]
-            column = symbols[live, t]
-            encoder.encode(column, categorical, probs[live])
-            for i in live:
-                if symbols[i, t] == coder.escape:
-                    point = ord(text[i * length + t])
-                    encoder.encode(np.array(_code_point_bytes(point), dtype=np.int32), byte)
-            if t + 1 < length:
-                probs = coder.after(torch.from_numpy(symbols[:, t].astype(np.int64)))
+        layout = _Streams(model, vocab, len(text), streams)
+        escape = layout.coder.escape
+        flat, points = _symbols(text, vocab, escape)
+        size = layout.streams * layout.length
+        layout.symbols = np.zeros(size, dtype=np.int64)
+        layout.symbols[:len(flat)] = flat
+        layout.symbols = layout.symbols.reshape(layout.streams, layout.length)
+        for t, live, probs in layout.steps():
+            column = layout.symbols[live, t]
+            encoder.encode(column.astype(np.int32), layout.categorical, probs[live])
+            for row in np.flatnonzero(column == escape):  # rare: characters the model lacks
+                point = int(points[row * layout.length + t])
+                encoder.encode(np.array(_code_point_bytes(point), dtype=np.int32), layout.byte)
     words = encoder.get_compressed()
-    header = Header("static", 1, n_streams, len(text), len(data),
+    header = Header("static", 1, layout.streams, len(text), len(data),
                     hashlib.sha256(data).digest(), model_fingerprint(model, vocab), len(words))
     return header.pack() + words.astype("<u4").tobytes()
 
@@ -175,44 +209,44 @@ def decompress(blob: bytes, model, vocab) -> bytes:
         raise CompressError(f"the file was compressed with another model (its fingerprint "
                             f"{header.model_fingerprint.hex()[:16]}, this model's "
                             f"{fingerprint.hex()[:16]}): decompress it with that model")
-    body = blob[_HEADER.size:]
-    if len(body) != 4 * header.words:
-        raise CompressError(f"the compressed file is {'truncated' if len(body) < 4 * header.words else 'longer than its header says'} "
-                            f"({len(body):,} bytes of coded data, its header says "
-                            f"{4 * header.words:,})")
-    words = np.frombuffer(body, dtype="<u4").astype(np.uint32)
-    n_streams, length = stream_layout(header.chars, header.streams)
-    with _coding_context():
-        coder = _Coder(model.cpu().eval(), vocab, n_streams)
-    decoder = constriction.stream.queue.RangeDecoder(words)
-    categorical = constriction.stream.model.Categorical(perfect=False)
-    byte = constriction.stream.model.Uniform(256)
-    lengths = [min(length, header.chars - i * length) for i in range(n_streams)]
-    out = [[] for _ in range(n_streams)]
-    symbols = np.zeros(n_streams, dtype=np.int64)
+    body, expected = blob[_HEADER.size:], 4 * header.words
+    if len(body) != expected:
+        raise CompressError(f"the compressed file is "
+                            f"{'truncated' if len(body) < expected else 'longer than its header says'}"
+                            f" ({len(body):,} bytes of coded data, its header says {expected:,})")
+    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(body, dtype="<u4")
+                                                     .astype(np.uint32))
     try:
         with _coding_context():
-            probs = coder.first()
-            for t in range(length):
-                live = [i for i in range(n_streams) if t < lengths[i]]
-                decoded = decoder.decode(categorical, probs[live])
-                for i, symbol in zip(live, decoded):
-                    symbols[i] = symbol
-                    if symbol == coder.escape:
-                        point = _from_code_point_bytes(decoder.decode(byte, CODE_POINT_BYTES))
-                        out[i].append(chr(point))
-                    else:
-                        out[i].append(vocab.chars[int(symbol)])
-                if t + 1 < length:
-                    probs = coder.after(torch.from_numpy(symbols.copy()))
+            layout = _Streams(model, vocab, header.chars, header.streams)
+            escape = layout.coder.escape
+            layout.symbols = np.zeros((layout.streams, layout.length), dtype=np.int64)
+            escaped = {}  # position in the text -> code point
+            for t, live, probs in layout.steps():
+                column = decoder.decode(layout.categorical, probs[live])
+                layout.symbols[live, t] = column
+                for row in np.flatnonzero(column == escape):
+                    escaped[int(row) * layout.length + t] = _from_code_point_bytes(
+                        decoder.decode(layout.byte, CODE_POINT_BYTES))
     except (ValueError, OverflowError) as exc:
         raise CompressError(f"the compressed data is corrupt ({exc})") from None
-    data = "".join("".join(part) for part in out).encode("utf-8", "surrogatepass")
+    data = _text_of(layout.symbols.reshape(-1)[:header.chars], escaped, vocab)
     if hashlib.sha256(data).digest() != header.text_sha256 or len(data) != header.size:
         raise CompressError("the restored text does not match the original's sha256: the file "
                             "is corrupt, or this machine's arithmetic differs from the one "
                             "that compressed it (nothing was written)")
     return data
+
+
+def _text_of(symbols, escaped: dict, vocab) -> bytes:
+    """UTF-8 bytes of decoded symbols, the escaped ones by their code points, all at once."""
+    import numpy as np
+    codes = np.array([ord(c) for c in vocab.chars] + [0], dtype=np.int64)
+    points = codes[symbols]
+    for position, point in escaped.items():
+        points[position] = point
+    return (points.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
+            .encode("utf-8", "surrogatepass"))
 
 
 def decode_utf8(data: bytes) -> str:
