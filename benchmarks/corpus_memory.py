@@ -58,7 +58,7 @@ def write_text(path: Path, chars: int, seed: int = 0) -> Path:
     return path
 
 
-_LOAD = "import sys; from charrnn.data import load_corpus; load_corpus(sys.argv[1], 0.1)"
+_LOAD = "import sys; from charrnn.text.data import load_corpus; load_corpus(sys.argv[1], 0.1)"
 
 
 def peak_rss(args: list[str], env: dict) -> tuple[int, float]:

@@ -9,12 +9,9 @@ The API (charrnn.api: `load`, `train`, `Model`, `Score`) is imported on first us
 `import charrnn`, `charrnn --version` and `--help` never import torch.
 """
 
-import sys
-import types
-
 __version__ = "0.1.0"
 
-_API = ("load", "Model", "Score")
+_API = ("load", "train", "Model", "Score")
 
 
 def __getattr__(name: str):
@@ -25,33 +22,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list:
-    return sorted([*globals(), *_API, "train"])
-
-
-class _TrainModule(types.ModuleType):
-    """The module charrnn.train (the training loop), which, called, is the API's train():
-    `charrnn.train(config_or_path, **overrides)`; `charrnn.train.train` stays the loop's."""
-
-    def __call__(self, config_or_path=None, /, **options):
-        from charrnn.api import train
-        return train(config_or_path, **options)
-
-
-class _Package(types.ModuleType):
-    """`charrnn.train` names both a submodule and the API's train(): it is always the
-    submodule, made callable (the import system's own assignment of it is kept out)."""
-
-    @property
-    def train(self) -> types.ModuleType:
-        import importlib
-        module = importlib.import_module("charrnn.train")
-        if not isinstance(module, _TrainModule):
-            module.__class__ = _TrainModule
-        return module
-
-    @train.setter
-    def train(self, module) -> None:
-        pass
-
-
-sys.modules[__name__].__class__ = _Package
+    return sorted([*globals(), *_API])

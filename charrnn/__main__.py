@@ -1,6 +1,6 @@
 """`python -m charrnn` runs the command line (also the entry point for torchrun)."""
 
-from charrnn.cli import main
+from charrnn.cli.app import main
 
 if __name__ == "__main__":
     main()

@@ -99,7 +99,7 @@ class Model:
         yield, per step, the next character of each ("" for one that a stop text has ended).
         Options as for `generate`; they and the primes are checked at once, not when the
         first character is asked for."""
-        from charrnn.sampling import check_options, generate
+        from charrnn.generation.sampling import check_options, generate
 
         s = self.config.sample
         length = s.length if length is None else length
@@ -118,7 +118,7 @@ class Model:
              stop: Sequence[str] = (), length_penalty: float = 0.0) -> list[tuple[str, float]]:
         """Beam search (`charrnn sample --beam`): the `results` likeliest continuations of
         `prime` with their summed log-probabilities, best first."""
-        from charrnn.beam import beam_search
+        from charrnn.generation.beam import beam_search
         return beam_search(self.model, self.vocab, prime,
                            self.config.sample.length if length is None else length, width=width,
                            device=self.device, results=results, stop=stop,
@@ -130,8 +130,8 @@ class Model:
 
         `unknown="skip"` leaves out the characters the model has never seen (else they are a
         DataError)."""
-        from charrnn.evaluate import evaluate_text
-        from charrnn.probe import probe_text
+        from charrnn.analysis.evaluate import evaluate_text
+        from charrnn.analysis.probe import probe_text
 
         if unknown not in ("error", "skip"):
             raise DataError(f"unknown must be 'error' or 'skip', got {unknown!r}")
@@ -157,7 +157,7 @@ def load(path: str | os.PathLike, *, device: str = "auto") -> Model:
     from charrnn.device import resolve_device
     from charrnn.errors import CheckpointError
     from charrnn.models import build_model
-    from charrnn.vocab import Vocab
+    from charrnn.text.vocab import Vocab
 
     path = resolve_checkpoint(path)
     dev = resolve_device(device)
@@ -225,7 +225,7 @@ def train(config_or_path=None, /, *, out: Optional[str | os.PathLike] = None,
           on_event: Optional[Callable[[str, dict], None]] = None,
           should_stop: Optional[Callable[[], bool]] = None, reprobe: bool = False,
           **overrides: Any):
-    """Train a run as `charrnn train` does; return its result (charrnn.train.TrainResult:
+    """Train a run as `charrnn train` does; return its result (charrnn.training.loop.TrainResult:
     run_dir, step, train_loss, val_loss, best_val_loss, stopped_by, elapsed_seconds).
 
     `config_or_path`: a YAML config file, a Config or a dict of sections; None trains a
@@ -237,8 +237,8 @@ def train(config_or_path=None, /, *, out: Optional[str | os.PathLike] = None,
     and `should_stop()`, polled between steps, ends the run cleanly (saving last.pt) when it
     returns True.
     """
-    from charrnn.rundir import check_log_to
-    from charrnn.train import config_from_checkpoint, train as train_run
+    from charrnn.training.rundir import check_log_to
+    from charrnn.training.loop import config_from_checkpoint, train as train_run
 
     sets = _override_texts(overrides)
     if config_or_path is None and resume is not None:
@@ -278,7 +278,7 @@ def train_config(config, sets: list[str], init_from: str | None):
             + sets
         return default_config(sets), set_keys(None, sets)
     if config is None and init_from is not None:  # no config: the checkpoint's model shape
-        from charrnn.finetune import shape_overrides
+        from charrnn.training.finetune import shape_overrides
         sets = shape_overrides(init_from) + sets
     if config is None:
         sets = ["train.plan=true"] + sets

@@ -2,7 +2,7 @@
 
 A checkpoint is a dict of plain Python values and tensors, so it loads with
 `torch.load(..., weights_only=True)` and nothing else is ever unpickled. Its keys (besides the
-first three, which `save_checkpoint` adds) are what charrnn.train_state.TrainState writes:
+first three, which `save_checkpoint` adds) are what charrnn.training.state.TrainState writes:
 
     format, format_version, charrnn_version, config (resolved, as a dict), vocab (list of chars),
     model, optimizer (state dicts), step, data_position, hidden (the carried state of every

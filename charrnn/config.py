@@ -23,7 +23,7 @@ import yaml
 
 from charrnn.errors import ConfigError
 from charrnn.fsutil import write_text_atomic
-from charrnn.textsource import has_glob
+from charrnn.text.source import has_glob
 
 
 INT64_MAX = 2**63 - 1

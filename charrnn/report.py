@@ -42,7 +42,7 @@ class Reporter:
     # --------------------------------------------------------------- training events
 
     def training_event(self, kind: str, info: dict) -> None:
-        """The `on_event` callback of `charrnn.train.train`."""
+        """The `on_event` callback of `charrnn.training.loop.train`."""
         if self.quiet:
             return
         getattr(self, f"_on_{kind}", lambda info: None)(info)

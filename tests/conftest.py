@@ -83,7 +83,7 @@ def cli(capsys, monkeypatch):
 
     `stdin` is bytes piped in, or None for a terminal that fails the test if it is read.
     """
-    from charrnn.cli import main
+    from charrnn.cli.app import main
 
     def invoke(*args: str, stdin: bytes | str | None = None) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "stdin",

@@ -32,8 +32,8 @@ load = charrnn.load
 assert "torch" not in sys.modules, "charrnn.load imported torch before it was called"
 model = charrnn.load({str(tiny_run)!r}, device="cpu")
 assert "torch" in sys.modules
-import charrnn.train as loop
-assert charrnn.train is loop and loop.train.__module__ == "charrnn.train" and callable(loop)
+import charrnn.training.loop as loop
+assert charrnn.train is charrnn.api.train and loop.train is not charrnn.train
 import json
 print(json.dumps([model.step, "".join(model.generate("sharks", length=5, seed=1))]))
 """, tmp_path)

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from charrnn import cache
-from charrnn.data import load_corpus
+from charrnn.text import cache
+from charrnn.text.data import load_corpus
 from conftest import run_cli
 
 MB = 1_000_000

@@ -305,7 +305,7 @@ def test_eval_and_sample_advice_does_not_name_a_training_setting(tiny_run, tmp_p
 
 def test_sample_eval_and_info_load_no_optimizer_onto_the_device(tiny_run, monkeypatch):
     from charrnn import checkpoint
-    from charrnn.cli_common import load_model
+    from charrnn.cli.common import load_model
     real, seen = checkpoint.torch.load, []
 
     def spy(*args, **kwargs):
@@ -321,7 +321,7 @@ def test_sample_eval_and_info_load_no_optimizer_onto_the_device(tiny_run, monkey
 
 @pytest.mark.cuda
 def test_a_model_loaded_for_sampling_takes_only_its_weights_on_the_gpu(tiny_run):
-    from charrnn.cli_common import load_model
+    from charrnn.cli.common import load_model
     torch.cuda.empty_cache()
     before = torch.cuda.memory_allocated()
     loaded = load_model(str(tiny_run), "cuda")

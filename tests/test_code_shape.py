@@ -42,3 +42,58 @@ def test_no_code_uses_nonlocal():
     found = [f"{path}:{node.lineno}" for path, tree in _modules() for node in ast.walk(tree)
              if isinstance(node, ast.Nonlocal)]
     assert not found, found
+
+
+# The package's layers, highest first: a unit (a sub-package, or a module at the top of
+# charrnn/) imports only units of its own layer or below, and the units' graph has no cycle.
+LAYERS = (
+    ("cli",),
+    ("api",),
+    ("training",),
+    ("planning", "generation", "analysis"),
+    ("export", "checkpoint", "quantize", "models", "config", "text"),
+    ("device", "errors", "fsutil", "report"),
+)
+
+
+def _unit(path) -> str:
+    parts = path.relative_to("charrnn").with_suffix("").parts
+    return parts[0]
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Each unit's imports of other units, from every import statement (lazy ones included)."""
+    graph: dict[str, set[str]] = {}
+    for path, tree in _modules():
+        unit = _unit(path)
+        if unit in ("__init__", "__main__"):
+            continue
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                     if isinstance(node, ast.ImportFrom) and node.module else [])
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "charrnn" and len(parts) > 1 and parts[1] != "__version__" \
+                        and parts[1] != unit and (ROOT / "charrnn" / parts[1]).with_suffix(".py").exists() \
+                        | (ROOT / "charrnn" / parts[1]).is_dir():
+                    graph.setdefault(unit, set()).add(parts[1])
+    return graph
+
+
+def test_the_top_of_the_package_holds_at_most_12_modules_and_the_rest_is_in_sub_packages():
+    top = sorted(p.name for p in (ROOT / "charrnn").glob("*.py"))
+    packages = sorted(p.name for p in (ROOT / "charrnn").iterdir() if (p / "__init__.py").exists())
+    assert len(top) <= 12, top
+    assert len(packages) >= 3, packages
+
+
+def test_every_unit_has_a_layer_and_imports_point_down_or_across_without_a_cycle():
+    import graphlib
+    layer = {unit: depth for depth, units in enumerate(LAYERS) for unit in units}
+    graph = import_graph()
+    units = {_unit(path) for path, _ in _modules()} - {"__init__", "__main__"}
+    assert units == set(layer), f"units without a layer: {units - set(layer)}"
+    upward = [f"{a} -> {b}" for a, deps in graph.items() for b in deps if layer[b] < layer[a]]
+    assert not upward, upward
+    graphlib.TopologicalSorter(graph).static_order()  # raises CycleError on a cycle

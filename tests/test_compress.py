@@ -39,9 +39,9 @@ def test_a_text_takes_the_bits_its_loss_predicts(tiny_run):
     first character at a uniform cost), within 1% plus the header."""
     import torch
 
-    from charrnn.cli_common import load_model
-    from charrnn.compress import _HEADER, compress, decompress
-    from charrnn.evaluate import stream_loss
+    from charrnn.cli.common import load_model
+    from charrnn.analysis.compress import _HEADER, compress, decompress
+    from charrnn.analysis.evaluate import stream_loss
 
     text = (ROOT / "data" / "foodchain.txt").read_text(encoding="utf-8")[:3000]
     loaded = load_model(str(tiny_run), "cpu")
@@ -136,8 +136,8 @@ def test_coding_runs_on_one_thread_whatever_the_process_uses(tiny_run, monkeypat
     taken on one thread, and the caller's thread count is given back."""
     import torch
 
-    from charrnn import compress as codec
-    from charrnn.cli_common import load_model
+    from charrnn.analysis import compress as codec
+    from charrnn.cli.common import load_model
 
     seen, real = [], codec._Coder.after
     monkeypatch.setattr(codec._Coder, "after",

@@ -138,7 +138,7 @@ def test_saved_config_is_written_atomically(tmp_path, renames):
 
 
 def test_metrics_rewrite_on_resume_is_atomic(tmp_path, renames):
-    from charrnn.rundir import MetricsLog
+    from charrnn.training.rundir import MetricsLog
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 5}\n{"step": 10}\n')
     MetricsLog(path, resume_step=5).close()
@@ -148,7 +148,7 @@ def test_metrics_rewrite_on_resume_is_atomic(tmp_path, renames):
 
 @pytest.mark.parametrize("name", ["shakespeare.yaml", "shakespeare-cpu.yaml"])
 def test_shakespeare_configs_work_offline_from_any_folder(name, tmp_path, monkeypatch):
-    from charrnn.data import load_training_corpus
+    from charrnn.text.data import load_training_corpus
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CHARRNN_DATA_DIR", str(tmp_path / "no-corpora"))
     cfg = load_config(ROOT / "configs" / name)

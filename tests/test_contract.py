@@ -193,7 +193,7 @@ def test_an_output_file_that_cannot_be_written_is_bad_input_and_named(tiny_run, 
 
 
 def test_asking_for_more_memory_than_there_is_is_bad_input(monkeypatch, cli):
-    from charrnn import cli_sample
+    from charrnn.cli import sample as cli_sample
 
     def too_big(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: "
@@ -422,7 +422,7 @@ def _kind(param) -> type:
 def test_every_option_of_every_command_refuses_bad_values_in_one_line(tiny_run, tmp_path, cli,
                                                                       monkeypatch):
     import typer
-    from charrnn.cli import app
+    from charrnn.cli.app import app
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CHARRNN_CHECKPOINT", raising=False)
     monkeypatch.setenv("CHARRNN_DATA_DIR", str(tmp_path / "corpora"))

@@ -16,8 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from charrnn import corpora
-from charrnn.corpora import CorpusSpec, FetchError, corpus_path, fetch, list_corpora
+from charrnn.text import corpora
+from charrnn.text.corpora import CorpusSpec, FetchError, corpus_path, fetch, list_corpora
 from charrnn.errors import DataError
 from conftest import assert_written_atomically, run_cli
 
@@ -188,7 +188,7 @@ def test_a_config_naming_a_missing_corpus_says_how_to_get_it(tmp_path):
 
 
 def test_the_library_does_not_import_torch():
-    code = "import sys, charrnn.corpora, charrnn.cli_data; sys.exit('torch' in sys.modules)"
+    code = "import sys, charrnn.text.corpora, charrnn.cli.data; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

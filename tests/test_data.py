@@ -9,13 +9,13 @@ import time
 import torch
 import pytest
 
-from charrnn import textsource
-from charrnn.data import (StreamBatcher, eval_windows, load_corpus, load_training_corpus,
+from charrnn.text import source as textsource
+from charrnn.text.data import (StreamBatcher, eval_windows, load_corpus, load_training_corpus,
                           read_text, split)
 from charrnn.errors import DataError
 from charrnn.config import Config
-from charrnn.vocab import Vocab
-from conftest import ROOT, assert_written_atomically, run_cli
+from charrnn.text.vocab import Vocab
+from conftest import ROOT, assert_written_atomically
 
 
 def test_vocab_round_trip_and_order():
@@ -87,7 +87,7 @@ def test_glob_patterns_take_the_matching_files(tmp_path, monkeypatch):
 
 
 def test_a_pattern_given_with_data(tmp_path, monkeypatch, capsys):
-    from charrnn.cli import main
+    from charrnn.cli.app import main
     from charrnn.config import load_config
     (tmp_path / "books").mkdir()
     for name in "abc":
@@ -139,7 +139,7 @@ def test_non_ascii_corpus_loads_in_at_most_3_bytes_per_character(tmp_path):
     """20 M characters, a 5,000-character vocab: ids take 2 bytes each, the rest stays small."""
     child = textwrap.dedent('''
         import sys, torch
-        from charrnn.data import load_corpus
+        from charrnn.text.data import load_corpus
         def status(key):
             for line in open("/proc/self/status"):
                 if line.startswith(key):

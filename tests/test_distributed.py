@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charrnn.distributed import Group, start
+from charrnn.training.distributed import Group, start
 from charrnn.errors import ConfigError
 from conftest import FOODCHAIN, ROOT, TINY, run_cli
 
@@ -155,7 +155,7 @@ def test_a_config_error_is_printed_once_not_once_per_rank(tmp_path):
 
 
 def test_only_errors_of_one_rank_alone_are_said_by_ranks_other_than_0(monkeypatch):
-    from charrnn.cli import _said_by_rank_0
+    from charrnn.cli.app import _said_by_rank_0
     from charrnn.errors import DataError, DeviceError, TrainingFailed
     assert not _said_by_rank_0(ConfigError("x"))  # no launcher
     monkeypatch.setenv("LOCAL_RANK", "1")
@@ -177,7 +177,7 @@ def test_a_batch_that_does_not_divide_among_the_ranks_is_refused(monkeypatch):
 
 
 def test_under_torchrun_each_process_takes_its_own_device():
-    from charrnn.distributed import _pick_device
+    from charrnn.training.distributed import _pick_device
     from charrnn.errors import DeviceError
     assert _pick_device("cpu", 1) == torch.device("cpu")
     if not torch.cuda.is_available():

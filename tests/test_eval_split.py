@@ -75,10 +75,10 @@ def test_eval_of_a_run_without_a_validation_split_says_there_is_none(short_run, 
 
 def test_the_split_of_a_fine_tuned_model_is_rebuilt_in_its_wider_vocab(tmp_path):
     from charrnn.config import Config
-    from charrnn.data import load_training_corpus
-    from charrnn.evaluate import training_validation_split
-    from charrnn.finetune import widen
-    from charrnn.resume import text_fingerprint
+    from charrnn.text.data import load_training_corpus
+    from charrnn.analysis.evaluate import training_validation_split
+    from charrnn.text.data import widen
+    from charrnn.text.fingerprint import text_fingerprint
 
     cfg = Config()
     cfg.data.path = str(tmp_path / "t.txt")

@@ -19,8 +19,9 @@ def new_text(tmp_path):
 def test_new_characters_are_added_and_old_predictions_kept(tiny_run, new_text):
     from charrnn.checkpoint import load_checkpoint
     from charrnn.config import load_config
-    from charrnn.data import load_training_corpus
-    from charrnn.finetune import prepare, widen
+    from charrnn.text.data import load_training_corpus
+    from charrnn.text.data import widen
+    from charrnn.training.finetune import prepare
     from charrnn.models import build_model
 
     cfg = load_config(TINY, [f"data.path={new_text}"])

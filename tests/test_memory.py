@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from charrnn import evaluate
+from charrnn.analysis import evaluate
 from charrnn.config import ModelConfig
 from charrnn.models import build_model
 from conftest import ROOT
@@ -75,15 +75,15 @@ def _peak_rss_during(fn):
 
 def test_fine_tuning_re_encodes_a_corpus_without_int64_copies(one_thread):
     """Re-encoding to a merged vocab takes the new ids (1 byte each here), not 8-byte copies."""
-    from charrnn.data import Corpus, split
-    from charrnn.finetune import _encode_to
-    from charrnn.vocab import Vocab
+    from charrnn.text.data import Corpus, split
+    from charrnn.text.data import encode_to
+    from charrnn.text.vocab import Vocab
     n = 20_000_000
     old = Vocab(list("abcdefgh"))
     ids = torch.randint(len(old), (n,), dtype=torch.uint8)
     corpus = Corpus(old, ids, *split(ids, 0.1), "t")
     merged = Vocab(list("0abcdefghz"))
-    widened, grew = _peak_rss_during(lambda: _encode_to(corpus, merged, 0.1))
+    widened, grew = _peak_rss_during(lambda: encode_to(corpus, merged, 0.1))
     assert widened.ids.dtype == torch.uint8 and torch.equal(widened.ids[:1000], ids[:1000] + 1)
     assert len(widened.val) == n // 10
     assert grew < 2 * n, f"{grew / n:.1f} bytes per character"

@@ -16,7 +16,7 @@ import torch
 from charrnn.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.config import ModelConfig
 from charrnn.models import ModelFamily, build_model, map_hidden, register_model
-from charrnn.vocab import Vocab
+from charrnn.text.vocab import Vocab
 
 from conftest import FOODCHAIN, ROOT, TINY, run_cli
 
@@ -207,9 +207,9 @@ class _Plain(ModelFamily):
 
 
 def test_a_family_without_a_fast_step_samples_beams_and_shows_through_its_forward():
-    from charrnn.beam import beam_search, log_prob
-    from charrnn.probe import probe_text
-    from charrnn.sampling import check_batch_fits, generate
+    from charrnn.generation.beam import beam_search, log_prob
+    from charrnn.analysis.probe import probe_text
+    from charrnn.generation.sampling import check_batch_fits, generate
 
     torch.manual_seed(0)
     vocab, cpu = Vocab(list("abcdefgh")), torch.device("cpu")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml
@@ -98,7 +97,7 @@ def test_a_pattern_the_shell_expanded_is_explained(tmp_path, cli, monkeypatch, f
 
 
 def test_corpora_go_to_the_user_data_folder(tmp_path, monkeypatch):
-    from charrnn.corpora import corpora_dir
+    from charrnn.text.corpora import corpora_dir
     monkeypatch.delenv("CHARRNN_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     monkeypatch.chdir(tmp_path)

@@ -27,7 +27,7 @@ def fake_seconds(calls=None):
 
 def plan(keys=(), train_chars=1_000_000, vocab=65, **sets):
     from charrnn.config import default_config
-    from charrnn.planner import plan_run
+    from charrnn.planning.planner import plan_run
     overrides = ["train.plan=true", "train.threads=1"] + [f"{k}={v}" for k, v in sets.items()]
     cfg = default_config(overrides)
     return plan_run(cfg, set(keys) | {"train.threads"} | set(sets), train_chars=train_chars,
@@ -38,7 +38,7 @@ def plan(keys=(), train_chars=1_000_000, vocab=65, **sets):
 def test_two_minutes_of_a_megabyte_get_one_wide_layer_and_little_dropout():
     """2 minutes of Tiny Shakespeare (benchmarks/results/sizing-dropout-cpu2-2026-12-01.json):
     1 x 256 gave 1.589 with dropout 0 and with 0.1, 1 x 128 1.632, 2 x 128 with 0.3 1.763."""
-    from charrnn.planner import RUN_EFFICIENCY
+    from charrnn.planning.planner import RUN_EFFICIENCY
     p = plan(**{"train.max_minutes": 2})
     m, t = p.config.model, p.config.train
     assert (m.type, m.num_layers, m.hidden_size, m.dropout) == ("lstm", 1, 256, 0.1)
@@ -88,7 +88,7 @@ def test_a_few_thousand_characters_get_a_window_that_fits():
 
 def test_a_step_budget_plans_without_timing_shapes():
     from charrnn.config import default_config
-    from charrnn.planner import plan_run
+    from charrnn.planning.planner import plan_run
     calls = []
     cfg = default_config(["train.plan=true", "train.max_steps=300", "train.threads=1"])
     p = plan_run(cfg, {"train.max_steps", "train.threads"}, train_chars=50_000,
@@ -98,7 +98,7 @@ def test_a_step_budget_plans_without_timing_shapes():
 
 
 def test_no_budget_means_the_default_minutes_less_the_probe():
-    from charrnn.planner import DEFAULT_MINUTES
+    from charrnn.planning.planner import DEFAULT_MINUTES
     p = plan()
     assert p.minutes == DEFAULT_MINUTES
     assert DEFAULT_MINUTES * 0.99 <= p.config.train.max_minutes <= DEFAULT_MINUTES
@@ -106,7 +106,7 @@ def test_no_budget_means_the_default_minutes_less_the_probe():
 
 
 def test_every_planned_key_has_a_reason_and_data_keys_are_never_planned():
-    from charrnn.planner import PLANNED
+    from charrnn.planning.planner import PLANNED
     p = plan(**{"train.max_minutes": 2})
     assert set(p.reasons) <= set(PLANNED) and "data.val_fraction" not in p.reasons
     lines = p.describe()
@@ -164,7 +164,7 @@ def test_a_config_plans_only_when_it_asks_and_only_what_it_leaves_out(tmp_path):
 
 def test_on_a_gpu_the_batch_grows_while_characters_per_second_do():
     from charrnn.config import default_config
-    from charrnn.planner import plan_run
+    from charrnn.planning.planner import plan_run
 
     def seconds(shape):  # a step costs the same up to batch 256, then grows with the batch
         return 0.01 * max(1.0, shape.batch_size / 256) * shape.num_layers * shape.hidden_size / 512
@@ -181,7 +181,7 @@ def test_on_a_gpu_the_batch_grows_while_characters_per_second_do():
 def test_the_planner_counts_the_parameters_the_built_model_has(family, layers, hidden):
     from charrnn.config import ModelConfig
     from charrnn.models import build_model, count_parameters as built
-    from charrnn.planner import Shape, count_parameters
+    from charrnn.planning.planner import Shape, count_parameters
     shape = Shape(family, 65, 48, hidden, layers, 16, 100)
     model = build_model(ModelConfig(type=family, embedding_dim=48, hidden_size=hidden,
                                     num_layers=layers), 65)

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from charrnn import cli
-from charrnn.plot import load_curves, summary
+from charrnn.cli import app as cli
+from charrnn.analysis.plot import load_curves, summary
 
 from conftest import run_cli
 from ptyutil import ESC, run_in_pty

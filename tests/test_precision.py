@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from charrnn.checkpoint import load_checkpoint, save_checkpoint
-from charrnn.cli import main
+from charrnn.cli.app import main
 from charrnn.config import config_from_dict
 from charrnn.device import autocast, grad_scaler, resolve_precision
 from charrnn.errors import ConfigError, DeviceError

@@ -9,7 +9,7 @@ import pytest
 
 from charrnn.errors import ConfigError
 from charrnn.report import Reporter
-from charrnn.train import train
+from charrnn.training.loop import train
 
 from test_train import assert_same_weights, small_config, train_losses
 

@@ -11,8 +11,8 @@ import torch
 
 from charrnn.config import ModelConfig
 from charrnn.models import build_model
-from charrnn.probe import Probe, page_html, probe_text, telling_units, text_features
-from charrnn.vocab import Vocab
+from charrnn.analysis.probe import Probe, page_html, probe_text, telling_units, text_features
+from charrnn.text.vocab import Vocab
 
 TEXT = 'He said "to (be) or not" to be.\nThat is the question,\nwhether tis nobler.' * 3
 
@@ -108,7 +108,7 @@ def test_the_page_is_self_contained_and_cannot_be_cut_short():
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_a_text_read_in_chunks_gives_what_one_piece_gives(kind, monkeypatch):
-    from charrnn import probe
+    from charrnn.analysis import probe
 
     model, vocab = model_of(kind)
     whole = probe_text(model, vocab, TEXT, torch.device("cpu"))

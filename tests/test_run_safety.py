@@ -13,8 +13,8 @@ import pytest
 
 from charrnn.checkpoint import load_checkpoint
 from charrnn.config import load_config
-from charrnn.rundir import RunLock
-from charrnn.train import train
+from charrnn.training.rundir import RunLock
+from charrnn.training.loop import train
 
 from conftest import TINY
 

@@ -6,8 +6,8 @@ import torch
 from charrnn.config import ModelConfig
 from charrnn.errors import SamplingError
 from charrnn.models import build_model
-from charrnn.sampling import check_options, generate, pick_next
-from charrnn.vocab import Vocab
+from charrnn.generation.sampling import check_options, generate, pick_next
+from charrnn.text.vocab import Vocab
 
 VOCAB = Vocab(list("abcdefgh \n"))
 CPU = torch.device("cpu")
@@ -132,9 +132,9 @@ def test_stop_texts_end_each_sample_on_its_own(model):
                                              (["ab"], 3)])
 def test_lean_step_matches_the_module(cell, primes, threads, monkeypatch):
     """Batches and single samples; one sample's product is split in blocks, one per thread."""
-    from charrnn import stepper
-    from charrnn.sampling import warm_up
-    from charrnn.stepper import Stepper
+    from charrnn.models import stepper
+    from charrnn.generation.sampling import warm_up
+    from charrnn.models.stepper import Stepper
 
     monkeypatch.setattr(stepper, "MIN_BLOCK_ROWS", 1)  # split even this small model's products
 
@@ -167,7 +167,7 @@ def test_lean_step_matches_the_module(cell, primes, threads, monkeypatch):
 
 
 def test_best_beam_never_scores_below_greedy():
-    from charrnn.beam import beam_search, log_prob
+    from charrnn.generation.beam import beam_search, log_prob
 
     for seed in range(4):
         torch.manual_seed(seed)
@@ -186,7 +186,7 @@ def test_best_beam_never_scores_below_greedy():
 
 
 def test_beams_end_at_stop_texts_and_the_length_penalty_ranks_them(model):
-    from charrnn.beam import beam_search
+    from charrnn.generation.beam import beam_search
 
     plain = beam_search(model, VOCAB, "ab", 30, width=6, device=CPU, results=6, stop=["e", "h"])
     assert all(t[-1] in "eh" and not set(t[:-1]) & set("eh") for t, _ in plain if len(t) < 30)
@@ -209,8 +209,8 @@ def test_top_p_keeps_the_smallest_set_that_reaches_it():
 
 
 def test_library_calls_leave_the_model_in_the_mode_they_found(model):
-    from charrnn.beam import beam_search, log_prob
-    from charrnn.probe import probe_text
+    from charrnn.generation.beam import beam_search, log_prob
+    from charrnn.analysis.probe import probe_text
 
     model.train()
     try:
@@ -233,8 +233,8 @@ def test_library_calls_leave_the_model_in_the_mode_they_found(model):
 
 
 def test_a_prime_read_in_chunks_gives_what_one_piece_gives(model, monkeypatch):
-    from charrnn import sampling
-    from charrnn.beam import log_prob
+    from charrnn.generation import sampling
+    from charrnn.generation.beam import log_prob
 
     prime = "abcdefgh ab\nhgfedcba " * 3
     whole = text(model, [prime, "ab"], length=30, greedy=True)
@@ -252,7 +252,7 @@ def test_a_beam_wide_enough_finds_the_exhaustive_best(seed):
     candidates, or ranked them wrongly, would not be)."""
     import itertools
 
-    from charrnn.beam import beam_search, log_prob
+    from charrnn.generation.beam import beam_search, log_prob
 
     vocab = Vocab(list("abc"))
     torch.manual_seed(seed)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from charrnn import cli
+from charrnn.cli import app as cli
 
 from conftest import FOODCHAIN, peak_rss, run_cli
 from ptyutil import ESC, run_in_pty
@@ -45,7 +45,7 @@ def _probe(text: str, bits: list[float]):
     """A Probe of `text` whose characters after the first cost `bits` each."""
     import torch
 
-    from charrnn.probe import Probe
+    from charrnn.analysis.probe import Probe
 
     logprobs = torch.tensor([math.nan] + [-b * math.log(2) for b in bits])
     chars = sorted(set(text))
@@ -55,7 +55,7 @@ def _probe(text: str, bits: list[float]):
 
 def test_markers_sit_under_their_characters_by_display_column():
     """Wide (CJK) characters take two columns, tabs keep their place, a combining mark none."""
-    from charrnn.cli_view import terminal_view
+    from charrnn.cli.view import terminal_view
 
     text = "ab鲨鱼cd\n鱼\t鲨x\ne\u0301f"
     surprising = {"c", "x", "f"}

@@ -16,7 +16,7 @@ SHAPE = dict(family="lstm", vocab_size=23, embedding_dim=32, hidden_size=128, nu
 def fake_timer(monkeypatch, tmp_path):
     """time_step replaced by a table of seconds per thread count; the calls are recorded;
     a cache folder of the test's own."""
-    from charrnn import speed
+    from charrnn.planning import speed
     monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
     calls, seconds = [], {1: 0.030, 2: 0.050, 4: 0.020}
 
@@ -29,7 +29,7 @@ def fake_timer(monkeypatch, tmp_path):
 
 
 def test_the_fastest_count_is_chosen_and_cached(fake_timer):
-    from charrnn.speed import Shape, choose_threads, speed_file
+    from charrnn.planning.speed import Shape, choose_threads, speed_file
     calls, _ = fake_timer
     first = choose_threads(Shape(**SHAPE), candidates=[1, 2, 4])
     assert (first.threads, first.cached, sorted(calls)) == (4, False, [1, 2, 4])
@@ -42,7 +42,7 @@ def test_the_fastest_count_is_chosen_and_cached(fake_timer):
 
 
 def test_reprobe_measures_again_and_another_shape_is_measured_apart(fake_timer):
-    from charrnn.speed import Shape, choose_threads
+    from charrnn.planning.speed import Shape, choose_threads
     calls, seconds = fake_timer
     choose_threads(Shape(**SHAPE), candidates=[1, 2])
     seconds[2] = 0.010  # the machine has become idler
@@ -54,14 +54,14 @@ def test_reprobe_measures_again_and_another_shape_is_measured_apart(fake_timer):
 
 
 def test_within_the_noise_the_fewer_threads_win(fake_timer):
-    from charrnn.speed import Shape, choose_threads
+    from charrnn.planning.speed import Shape, choose_threads
     _, seconds = fake_timer
     seconds.update({1: 0.0200, 2: 0.0195})  # 2.5% apart: the same speed
     assert choose_threads(Shape(**SHAPE), candidates=[1, 2]).threads == 1
 
 
 def test_a_damaged_or_older_speed_file_is_measured_again(fake_timer):
-    from charrnn.speed import Shape, choose_threads, speed_file
+    from charrnn.planning.speed import Shape, choose_threads, speed_file
     calls, _ = fake_timer
     speed_file().parent.mkdir(parents=True, exist_ok=True)
     for content in ("{not json", json.dumps({"format": 0, "machines": {}})):
@@ -73,7 +73,7 @@ def test_a_damaged_or_older_speed_file_is_measured_again(fake_timer):
 def test_a_real_probe_times_a_training_step():
     import torch
 
-    from charrnn.speed import Shape, time_step
+    from charrnn.planning.speed import Shape, time_step
     before = torch.get_num_threads()
     seconds = time_step(Shape(**{**SHAPE, "hidden_size": 32, "batch_size": 4}),
                         torch.device("cpu"), threads=1)
@@ -84,7 +84,7 @@ def test_a_real_probe_times_a_training_step():
 @pytest.mark.slow
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: no thread count to choose")
 def test_train_measures_threads_once_then_reuses_them(tmp_path):
-    from charrnn.speed import SPEED_FORMAT
+    from charrnn.planning.speed import SPEED_FORMAT
     cache = tmp_path / "cache"
     env = {"CHARRNN_CACHE_DIR": str(cache)}
     args = ("train", str(TINY), "--out", str(tmp_path / "run"), "--max-steps", "5", "--force")
@@ -109,8 +109,8 @@ def test_threads_set_by_the_user_are_not_measured(tmp_path):
 
 
 def test_the_corpus_cache_neither_lists_nor_clears_the_speed_file(fake_timer):
-    from charrnn.cache import clear, list_entries
-    from charrnn.speed import Shape, choose_threads, speed_file
+    from charrnn.text.cache import clear, list_entries
+    from charrnn.planning.speed import Shape, choose_threads, speed_file
     choose_threads(Shape(**SHAPE), candidates=[1, 2])
     assert list_entries() == [] and clear() == (0, 0)
     assert speed_file().is_file()

@@ -19,15 +19,15 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from charrnn.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.config import load_config
 from charrnn.errors import RunDirError, TrainingFailed
-from charrnn.rundir import RunLock
-from charrnn.train import lr_at, train
+from charrnn.training.rundir import RunLock
+from charrnn.training.loop import lr_at, train
 
 from conftest import ROOT, TINY, run_cli
 
 
 def test_messages_count_in_the_singular_and_a_decay_at_its_floor_says_so(capsys):
     from charrnn.report import Reporter
-    from charrnn.schedule import Plan, describe, replan
+    from charrnn.training.schedule import Plan, describe, replan
     start = {"run_dir": "runs/x", "device": "cpu", "threads": 1, "model": "lstm",
              "parameters": 1000, "vocab_size": 20, "train_chars": 9000, "val_chars": 1000,
              "start_step": 0, "max_steps": 100, "max_minutes": 1.0, "elapsed": 0.0,
@@ -226,7 +226,7 @@ def test_budget_change_on_resume_replans_the_schedule(tmp_path):
 
 
 def test_replanned_rate_is_continuous_and_ends_at_the_floor():
-    from charrnn.schedule import initial_plan, replan
+    from charrnn.training.schedule import initial_plan, replan
     cfg = small_config(Path("."), max_steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
     longer = replace(cfg, train=replace(cfg.train, max_steps=145))
     plan = replan(55, 0.0, cfg, longer, None)
@@ -276,7 +276,7 @@ def test_skipped_step_keeps_its_eval_and_counts_across_resume(tmp_path, monkeypa
 
 
 def test_crash_between_best_and_last_keeps_them_consistent(tmp_path, monkeypatch):
-    import charrnn.train as train_module
+    import charrnn.training.loop as train_module
 
     class Crash(BaseException):
         pass
@@ -329,7 +329,7 @@ def test_resume_vocab_error_names_the_characters(tmp_path, run_copy):
 
 RACER = r"""
 import os, sys, time
-import charrnn.rundir as rundir
+import charrnn.training.rundir as rundir
 from charrnn.errors import RunDirError
 
 real = rundir.fcntl
@@ -402,7 +402,7 @@ def test_validation_loss_is_the_same_in_training_and_in_eval(tmp_path):
 
 def cli(capsys, *argv) -> tuple[int, str, str]:
     """`charrnn ARGV` in this process: exit code, stdout, stderr."""
-    from charrnn.cli import main
+    from charrnn.cli.app import main
     with pytest.raises(SystemExit) as exc:
         main(list(argv))
     out, err = capsys.readouterr()

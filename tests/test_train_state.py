@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from charrnn import checkpoint
 from charrnn.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.config import Config, config_from_dict
-from charrnn.data import StreamBatcher
+from charrnn.text.data import StreamBatcher
 from charrnn.device import grad_scaler
-from charrnn.distributed import Group
+from charrnn.training.distributed import Group
 from charrnn.models import build_model
-from charrnn.schedule import Plan
-from charrnn.train_state import TrainState, Window
-from charrnn.vocab import Vocab
+from charrnn.training.schedule import Plan
+from charrnn.training.state import TrainState, Window
+from charrnn.text.vocab import Vocab
 
 CPU = torch.device("cpu")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

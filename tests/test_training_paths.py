@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-import charrnn.train as train_module
+import charrnn.training.loop as train_module
 from charrnn.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.models import build_model
-from charrnn.train import train
+from charrnn.training.loop import train
 
 from conftest import SHAKESPEARE
 from test_train import small_config, train_losses

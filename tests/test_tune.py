@@ -17,7 +17,7 @@ pytest.importorskip("optuna", reason="the tune extra (make install installs it)"
 
 @pytest.mark.parametrize("text,minutes", [("90s", 1.5), ("20m", 20), ("1.5h", 90), ("7", 7)])
 def test_budgets_read_as_durations(text, minutes):
-    from charrnn.cli_tune import parse_minutes
+    from charrnn.cli.tune import parse_minutes
     assert parse_minutes(text) == pytest.approx(minutes)
 
 

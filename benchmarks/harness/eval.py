@@ -1,4 +1,4 @@
-"""Evaluation throughput: charrnn.evaluate.evaluate_text next to a bare no-grad loop with the
+"""Evaluation throughput: charrnn.analysis.evaluate.evaluate_text next to a bare no-grad loop with the
 same 16 streams x 256 characters, on generated text."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _bare_eval(ctx: Context, bare, table: bytes, text: str, vocab_size: int,
 @bench("eval")
 def eval_vs_bare_loop(ctx: Context) -> list[dict]:
     """`eval <size> MB`: chars/s over a generated text, alternating the two, medians."""
-    from charrnn.evaluate import evaluate_text
+    from charrnn.analysis.evaluate import evaluate_text
 
     model, bare, vocab = lstm_pair(ctx)
     size = ctx.s["eval_chars"]

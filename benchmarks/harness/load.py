@@ -33,7 +33,7 @@ def status():
                 out[key] = int(value.split()[0]) * 1024
     return out
 import os, tempfile, torch
-from charrnn.data import load_corpus
+from charrnn.text.data import load_corpus
 with tempfile.TemporaryDirectory() as tmp:  # torch's first operations cost a fixed few MB:
     warm = os.path.join(tmp, "warm.txt")    # not a cost per character of a corpus
     with open(warm, "w", encoding="utf-8") as fh:

@@ -1,4 +1,4 @@
-"""Sampling throughput: charrnn.sampling.generate next to bare inference loops.
+"""Sampling throughput: charrnn.generation.sampling.generate next to bare inference loops.
 
 The model is charrnn's LSTM 2x256 with random weights, and the bare model holds the very same
 weights. Each call is timed by torch.utils.benchmark after two warm-up calls. Two bare loops:
@@ -30,7 +30,7 @@ def lstm_pair(ctx: Context):
     import torch
     from charrnn.config import ModelConfig
     from charrnn.models import build_model
-    from charrnn.vocab import Vocab
+    from charrnn.text.vocab import Vocab
 
     vocab = Vocab.from_text(ALPHABET)  # every character the text generator can write
     torch.manual_seed(1337)
@@ -44,7 +44,7 @@ def lstm_pair(ctx: Context):
 
 
 def _charrnn_sample(ctx: Context, model, vocab, n: int, length: int, fast: bool = True) -> float:
-    from charrnn.sampling import generate
+    from charrnn.generation.sampling import generate
 
     def run():
         steps = list(generate(model, vocab, [PRIME] * n, length, device=ctx.device,

@@ -15,7 +15,7 @@ from harness.common import BATCH, EMBED, LAYERS, SEQ, Context, log, median, row
 
 def _small_checkpoint(ctx: Context) -> Path:
     from charrnn.config import config_from_dict
-    from charrnn.train import train
+    from charrnn.training.loop import train
 
     out = ctx.tmp / "small-run"
     cfg = config_from_dict({

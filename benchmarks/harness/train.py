@@ -1,4 +1,4 @@
-"""Training throughput: charrnn.train.train next to a bare PyTorch loop of the same model.
+"""Training throughput: charrnn.training.loop.train next to a bare PyTorch loop of the same model.
 
 Both sides are seeded alike and use a constant learning rate, so they compute the very same
 losses (the row records both final losses; a warning says if they part). charrnn's rate is
@@ -20,9 +20,9 @@ from harness.common import (BATCH, EMBED, GRAD_CLIP, LAYERS, LR, SEQ, Context, l
 
 def _charrnn_train_once(ctx: Context, cell: str, hidden: int, warmup: int, steps: int,
                         out_dir: Path) -> tuple[float, float]:
-    """chars/s of charrnn.train.train after `warmup` steps, and its last step's loss."""
+    """chars/s of charrnn.training.loop.train after `warmup` steps, and its last step's loss."""
     from charrnn.config import config_from_dict
-    from charrnn.train import train
+    from charrnn.training.loop import train
 
     cfg = config_from_dict({
         "data": {"path": str(ctx.train_text), "val_fraction": 0.0},
@@ -102,7 +102,7 @@ def _calibrate(ctx: Context, ids, vocab_size: int, cell: str, hidden: int) -> in
 def train_vs_bare_loop(ctx: Context) -> list[dict]:
     """`train <model> h<H>`: chars/s, alternating charrnn and the bare loop, medians."""
     import torch
-    from charrnn.data import load_corpus
+    from charrnn.text.data import load_corpus
 
     corpus = load_corpus(str(ctx.train_text), 0.0, use_cache=False)
     ids = corpus.ids.long().to(ctx.device)  # a bare loop keeps the whole text on the device

@@ -3,7 +3,7 @@
     ids (B, T) -> Embedding -> nn.RNN / nn.LSTM / nn.GRU stack (dropout between layers)
                -> Dropout -> Linear head -> logits (B, T, vocab)
 
-Their one step for sampling is the lean CPU step of charrnn/stepper.py; their units for `show`
+Their one step for sampling is the lean CPU step of charrnn/models/stepper.py; their units for `show`
 are each layer's h and, for an LSTM, its cell c and gates i, f, g, o. torch's fused nn.LSTM
 exposes none of them per step, so each layer's h sequence comes from running that layer alone
 (fused), and its gates from one matmul over the whole text with the layer's weights; only the
@@ -104,7 +104,7 @@ class CharRNN(ModelFamily):
         return cfg.embedding_dim + 10 * cfg.num_layers * cfg.hidden_size + 4 * vocab_size
 
     def stepper(self, hidden, fast: bool = True):
-        from charrnn.stepper import Stepper  # the lean CPU step, benchmarked by `make bench`
+        from charrnn.models.stepper import Stepper  # the lean CPU step, benchmarked by `make bench`
         return Stepper(self, hidden, fast=fast)
 
     def read_units(self, idx: torch.Tensor, hidden=None, units: bool = True):

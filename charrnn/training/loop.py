@@ -1,13 +1,13 @@
 """The training loop: truncated BPTT over contiguous streams, clipping, schedule, eval, checkpoints.
 
     from charrnn.config import load_config
-    from charrnn.train import train
+    from charrnn.training.loop import train
     result = train(load_config("configs/tiny.yaml"))
 
 Nothing here prints: progress goes to the `on_event(kind, info)` callback the caller gives.
 A batch, the learning rate and the data position are pure functions of the step, and the
 checkpoint carries the model, optimizer, carried hidden state and RNG states (TrainState, in
-charrnn.train_state), so a run resumed from `last.pt` continues exactly as if it had never
+charrnn.training.state), so a run resumed from `last.pt` continues exactly as if it had never
 stopped. Each step of the loop is a function of its own (see `_steps`).
 """
 
@@ -23,29 +23,29 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from charrnn import finetune
+from charrnn.training import finetune
 from charrnn.checkpoint import (load_checkpoint, require_resumable, resolve_checkpoint,
                                 save_checkpoint)
 from charrnn.config import Config, config_from_dict, save_config
-from charrnn.data import Corpus, StreamBatcher, load_training_corpus
+from charrnn.text.data import Corpus, StreamBatcher, load_training_corpus, widen
+from charrnn.text.fingerprint import text_fingerprint
 from charrnn.device import (autocast, configure_precision, grad_scaler, resolve_precision,
                             seed_everything, set_threads)
-from charrnn.distributed import Group, joined
+from charrnn.training.distributed import Group, joined
 from charrnn.errors import RunDirError, TrainingFailed
-from charrnn.evaluate import validation_loss
+from charrnn.analysis.evaluate import validation_loss
 from charrnn.models import (build_model, check_model_type, check_training_fits,
                             count_parameters, detach_hidden)
-from charrnn.planner import plan_run
-from charrnn.preview import Previewer, check_preview
-from charrnn.resume import (best_of_branch, check_budget, check_not_behind,
-                            check_resume_compatible, check_same_text, check_vocab,
-                            text_fingerprint)
-from charrnn.rundir import (METRICS_NAME, MetricsLog, RunLock, check_new_run, check_out_dir,
+from charrnn.planning.planner import plan_run
+from charrnn.training.preview import Previewer, check_preview
+from charrnn.training.resume import (best_of_branch, check_budget, check_not_behind,
+                            check_resume_compatible, check_same_text, check_vocab)
+from charrnn.training.rundir import (METRICS_NAME, MetricsLog, RunLock, check_new_run, check_out_dir,
                             clear_run, run_dir_made, same_dir, start_branch)
-from charrnn.schedule import describe, lr_at, replan
-from charrnn.speed import Shape, choose_threads
-from charrnn.train_state import Progress, TrainState, Window
-from charrnn.vocab import Vocab
+from charrnn.training.schedule import describe, lr_at, replan
+from charrnn.planning.speed import Shape, choose_threads
+from charrnn.training.state import Progress, TrainState, Window
+from charrnn.text.vocab import Vocab
 
 EventFn = Callable[[str, dict], None]
 
@@ -87,7 +87,7 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
     """Train a model as `cfg` says; checkpoints go to the run directory.
 
     Under torchrun every process calls this, and they train one model together (see
-    charrnn.distributed); rank 0 alone takes the run lock and writes.
+    charrnn.training.distributed); rank 0 alone takes the run lock and writes.
 
     Args:
         resume: a run directory or checkpoint to continue (its `last.pt` by preference).
@@ -97,7 +97,7 @@ def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
         reprobe: measure this machine's speed anew rather than reuse its cached measurement
             (where `train.threads` is null, the thread count is the fastest measured).
         user_keys: the `section.key`s the user set; with `train.plan`, a new run plans the
-            others (charrnn.planner) and saves the planned config.
+            others (charrnn.planning.planner) and saves the planned config.
         on_event: receives ("start" | "step" | "eval" | "save" | "sample" | "note", info dict).
         should_stop: polled between steps; when it returns True, `last.pt` is written and the
             result says `stopped_by="interrupt"`.
@@ -180,7 +180,7 @@ def _training_text(cfg: Config, saved: dict | None, init_from: str | None,
         notes.append(start.note)
         return start.corpus, start.weights
     if saved is not None:
-        corpus = finetune.widen(corpus, saved["vocab"], cfg.data.val_fraction)
+        corpus = widen(corpus, saved["vocab"], cfg.data.val_fraction)
         check_vocab(saved["vocab"], corpus.vocab, corpus.source)
     return corpus, None
 

@@ -123,7 +123,7 @@ def _coding_context():
     """One thread (the same arithmetic whatever the machine's core count), torch's own CPU
     kernels for one-step inference."""
     from charrnn.device import fast_step_context
-    from charrnn.stepper import one_thread
+    from charrnn.models.stepper import one_thread
     cpu = torch.device("cpu")
     with one_thread(cpu), fast_step_context(cpu):
         yield
@@ -160,7 +160,7 @@ def _symbols(text: str, vocab, escape: int):
     """The symbol of each character (`escape` where the vocab lacks it) and its code point,
     for the whole text at once."""
     import numpy as np
-    from charrnn.vocab import code_points
+    from charrnn.text.vocab import code_points
 
     points = (code_points(text).numpy().astype(np.int64) if text  # (torch reads no empty buffer)
               else np.zeros(0, dtype=np.int64))

@@ -31,7 +31,7 @@ from charrnn.fsutil import TEMP_GLOB
 if TYPE_CHECKING:  # torch is imported where an entry is read: listing the cache needs none
     import torch
 
-    from charrnn.vocab import Vocab
+    from charrnn.text.vocab import Vocab
 
 FORMAT = 3
 DEFAULT_MAX_MB = 2048
@@ -98,7 +98,7 @@ class Slot:
         """The entry's vocab and memory-mapped ids, or None (no entry, or one not to trust)."""
         import torch
 
-        from charrnn.vocab import Vocab
+        from charrnn.text.vocab import Vocab
         try:
             meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
             written = self.meta_path.stat().st_mtime_ns

@@ -15,13 +15,13 @@ import torch
 
 from charrnn.checkpoint import capture_rng
 from charrnn.models import map_hidden
-from charrnn.schedule import Plan
+from charrnn.training.schedule import Plan
 
 if TYPE_CHECKING:
     from charrnn.config import Config
-    from charrnn.data import StreamBatcher
-    from charrnn.distributed import Group
-    from charrnn.vocab import Vocab
+    from charrnn.text.data import StreamBatcher
+    from charrnn.training.distributed import Group
+    from charrnn.text.vocab import Vocab
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Progress:
     elapsed_before: float = 0.0  # training seconds of the sessions before this one
     skipped_steps: int = 0  # non-finite steps skipped, over every session
     window: Window = field(default_factory=Window)
-    plan: Optional[Plan] = None  # where a re-planned cosine starts (charrnn.schedule)
+    plan: Optional[Plan] = None  # where a re-planned cosine starts (charrnn.training.schedule)
     run_started: Optional[float] = field(default_factory=time.time)  # kept on resume
     stopped_by: Optional[str] = None  # why the run ended; None while it trains
 
@@ -73,7 +73,7 @@ class TrainState(Progress):
     cfg: Config
     vocab: Vocab
     batcher: StreamBatcher  # the data position is a function of the step
-    data: dict  # fingerprint of the text and the window layout (charrnn.resume)
+    data: dict  # fingerprint of the text and the window layout (charrnn.training.resume)
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler

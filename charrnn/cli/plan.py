@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from charrnn.cli_common import flag_overrides, train_config
+from charrnn.cli.common import flag_overrides, train_config
 from charrnn.errors import ConfigError
 
 
@@ -52,9 +52,9 @@ def plan_cmd(
     if config is None and data is None:
         raise ConfigError("give --data TEXT (and a CONFIG whose unset keys are to be planned)")
     cfg, user_keys = train_config(config, sets, init_from)
-    from charrnn.data import load_training_corpus
+    from charrnn.text.data import load_training_corpus
     from charrnn.device import resolve_device
-    from charrnn.planner import plan_run
+    from charrnn.planning.planner import plan_run
     corpus = load_training_corpus(cfg)
     plan = plan_run(cfg, set(user_keys), train_chars=len(corpus.train),
                     text_chars=len(corpus.ids), vocab_size=len(corpus.vocab),

@@ -3,7 +3,7 @@ measured speed and the budget.
 
 A fixed shape is wrong for most texts and budgets (an LSTM 2 x 256 with batch 64 loses 0.17 to
 0.43 nats against a good choice in 2 minutes on a CPU). The plan reads the text's length and
-alphabet, measures how fast this device trains each candidate shape (charrnn.speed: a few steps,
+alphabet, measures how fast this device trains each candidate shape (charrnn.planning.speed: a few steps,
 cached per machine), and chooses:
 
 - the largest candidate shape whose parameters the text can feed (at most PARAMS_PER_CHAR per
@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 
 from charrnn.config import Config, ModelConfig
-from charrnn.speed import Shape, choose_threads, step_seconds
+from charrnn.planning.speed import Shape, choose_threads, step_seconds
 
 DEFAULT_MINUTES = 10.0  # the budget of a planned run given neither --max-minutes nor --max-steps
 MIN_UPDATES = 1500  # the best 2-minute hand choices on a 2-core CPU made 1,535 to 2,000 updates
@@ -301,7 +301,7 @@ def _choose_schedule(p: _Planner, updates: float, minutes: float | None,
         p.choose("train.max_steps", 10_000_000, "the time budget ends the run")
     every = max(50, int(updates // EVALS // 50 * 50) or 50)
     p.choose("train.eval_every", every, f"about {EVALS} evaluations in the run")
-    from charrnn.evaluate import VAL_SEQ_LEN, VAL_STREAMS
+    from charrnn.analysis.evaluate import VAL_SEQ_LEN, VAL_STREAMS
     windows = math.ceil(EVAL_CHARS / (VAL_STREAMS * VAL_SEQ_LEN))
     p.choose("train.eval_batches", windows, f"an evaluation reads at most {EVAL_CHARS:,} "
              f"characters of the validation split (charrnn eval reads it all)")

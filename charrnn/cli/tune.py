@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import typer
 
-from charrnn.cli_common import QUIET_OPTION, flag_overrides, make_reporter, train_config
+from charrnn.cli.common import QUIET_OPTION, flag_overrides, make_reporter, train_config
 from charrnn.errors import ConfigError
 
 
@@ -64,12 +64,12 @@ def tune_cmd(
     sets = flag_overrides(overrides, {"--data": data, "--device": device,
                                       "--max-minutes": trial_minutes})
     cfg, user_keys = train_config(config, sets + ["train.plan=true"], None)
-    from charrnn.tune import require_optuna
+    from charrnn.training.tune import require_optuna
     require_optuna()  # before any probe or run: say at once what is missing
-    from charrnn.data import load_training_corpus
+    from charrnn.text.data import load_training_corpus
     from charrnn.device import resolve_device
-    from charrnn.planner import plan_run
-    from charrnn.tune import tune
+    from charrnn.planning.planner import plan_run
+    from charrnn.training.tune import tune
     reporter = make_reporter(quiet)
     corpus = load_training_corpus(cfg)
     fixed = set(user_keys) - {"train.max_minutes", "train.plan"}

@@ -1,6 +1,6 @@
 """`charrnn plot` (loss curves) and `charrnn show` (what a model predicts, and where its units fire).
 
-The drawing is in plot.py and the data in probe.py; this module only reads options and streams.
+The drawing is in analysis/plot.py and the data in analysis/probe.py; this module only reads options and streams.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import List, Optional
 
 import typer
 
-from charrnn.cli_common import CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, load_model, \
+from charrnn.cli.common import CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, load_model, \
     make_reporter
 from charrnn.config import INT64_MAX
 
@@ -45,7 +45,7 @@ def plot_cmd(
 
     Example: charrnn plot runs/tiny runs/tiny-gru --bits --out loss.png
     """
-    from charrnn.plot import load_curves, run_names, save_image, summary, terminal_chart
+    from charrnn.analysis.plot import load_curves, run_names, save_image, summary, terminal_chart
 
     curves = [load_curves(p, name) for p, name in zip(runs, run_names(runs))]
     if out is not None:
@@ -172,10 +172,10 @@ def show_cmd(
 
     Example: charrnn show -c runs/tiny --text "sharks feed on tuna" --top 3
     """
-    from charrnn.data import read_text
+    from charrnn.text.data import read_text
     from charrnn.errors import DataError
     from charrnn.fsutil import write_text_atomic
-    from charrnn.probe import page_html, probe_text
+    from charrnn.analysis.probe import page_html, probe_text
 
     if (text is None) == (text_file is None):
         raise DataError("give the text to show: a TEXT_FILE, - for stdin, or --text (one)")

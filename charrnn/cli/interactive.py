@@ -20,7 +20,7 @@ import torch
 
 from charrnn.device import fast_step_context
 from charrnn.errors import CharRNNError, SamplingError
-from charrnn.sampling import StopWatch, check_options, make_generator, pick_next, warm_up
+from charrnn.generation.sampling import StopWatch, check_options, make_generator, pick_next, warm_up
 
 HELP = ("type text and press Enter: the model continues it. /reset forgets the conversation, "
         "/temp T sets the temperature, /len N the length, /help shows this; Ctrl-C stops a "

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from charrnn.cache import cache_dir
+from charrnn.text.cache import cache_dir
 from charrnn.device import available_cores
 from charrnn.fsutil import write_text_atomic
 

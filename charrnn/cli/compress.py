@@ -1,5 +1,5 @@
 """`charrnn compress` and `charrnn decompress`: a text stored in the bits its model predicts
-(the work is in compress.py)."""
+(the work is in analysis/compress.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from charrnn.cli_common import CHECKPOINT_OPTION, QUIET_OPTION, load_model, make_reporter
+from charrnn.cli.common import CHECKPOINT_OPTION, QUIET_OPTION, load_model, make_reporter
 from charrnn.errors import DataError, MissingDependency
 
 INPUT_ARGUMENT = typer.Argument("-", metavar="[FILE|-]", help="What to read; - (the default) "
@@ -42,7 +42,7 @@ def compress_cmd(
     data = _read(source)
     target = _check_out(out, force)
     loaded = load_model(checkpoint, "cpu")
-    from charrnn.compress import compress
+    from charrnn.analysis.compress import compress
     with loaded.blame():
         blob = compress(data, loaded.model, loaded.vocab, streams=streams)
     _write(target, blob)
@@ -69,7 +69,7 @@ def decompress_cmd(
     blob = _read(source)
     target = _check_out(out, force)
     loaded = load_model(checkpoint, "cpu")
-    from charrnn.compress import decompress
+    from charrnn.analysis.compress import decompress
     with loaded.blame():
         data = decompress(blob, loaded.model, loaded.vocab)
     _write(target, data)

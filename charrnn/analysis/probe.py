@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from charrnn.errors import DataError
-from charrnn.stepper import evaluating, one_thread
-from charrnn.vocab import Vocab
+from charrnn.models.stepper import evaluating, one_thread
+from charrnn.text.vocab import Vocab
 
 TEMPLATE = Path(__file__).with_name("show_page.html")
 CHUNK = 2048  # characters read at a time: the activations of one chunk are held, not the text's

@@ -8,17 +8,14 @@ or `data.corpus`): then it goes on with a warning, from an empty hidden state.
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
 from pathlib import Path
-
-import torch
 
 from charrnn.config import Config
 from charrnn.checkpoint import load_checkpoint
 from charrnn.errors import CharRNNError, RunDirError
-from charrnn.train_state import Progress
-from charrnn.vocab import Vocab, describe_chars
+from charrnn.training.state import Progress
+from charrnn.text.fingerprint import describe_change, same_text
+from charrnn.text.vocab import Vocab, describe_chars
 
 # Settings a resumed run may change; any other difference is refused (it cannot apply).
 RESUMABLE = {
@@ -116,25 +113,6 @@ def check_vocab(saved: list[str], vocab: Vocab, source: str) -> None:
     parts += [f"the run's vocab has {describe_chars(lacking)}, which {source} lacks"] if lacking else []
     raise RunDirError(f"cannot resume: the characters of {source} differ from the saved run's "
                       f"vocab ({len(vocab)} vs {len(saved)}): {'; '.join(parts)}")
-
-
-def text_fingerprint(ids: torch.Tensor) -> dict:
-    """Length and SHA-256 of encoded ids, hashed in place (about 0.1 s per 100 MB)."""
-    ids = ids.contiguous().cpu()
-    nbytes = ids.numel() * ids.element_size()
-    view = (ctypes.c_ubyte * nbytes).from_address(ids.data_ptr()) if nbytes else b""
-    return {"chars": ids.numel(), "sha256": hashlib.sha256(view).hexdigest()}
-
-
-def same_text(saved: dict, now: dict) -> bool:
-    """Whether two fingerprints (text_fingerprint) are of the same text."""
-    return (saved["chars"], saved["sha256"]) == (now["chars"], now["sha256"])
-
-
-def describe_change(saved: dict, now: dict) -> str:
-    """How a text differs from the one a checkpoint recorded, for an error message."""
-    return (f"{saved['chars']:,} characters, sha256 {saved['sha256'][:12]} when saved; "
-            f"{now['chars']:,} characters, sha256 {now['sha256'][:12]} now")
 
 
 def _same_path(a: str | None, b: str | None) -> bool:

@@ -14,9 +14,9 @@ import torch
 
 from charrnn.config import Config
 from charrnn.errors import ConfigError
-from charrnn.rundir import SAMPLES_NAME, MetricsLog
-from charrnn.sampling import generate
-from charrnn.vocab import Vocab
+from charrnn.training.rundir import SAMPLES_NAME, MetricsLog
+from charrnn.generation.sampling import generate
+from charrnn.text.vocab import Vocab
 
 
 def check_preview(cfg: Config, vocab: Vocab) -> None:

@@ -1,4 +1,4 @@
-"""`charrnn sample`: generate text from a checkpoint (the work is in sampling.py and beam.py)."""
+"""`charrnn sample`: generate text from a checkpoint (the work is in generation/)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from charrnn.cli_common import (CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, decode_escapes,
+from charrnn.cli.common import (CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, decode_escapes,
                                 load_model, make_reporter)
 from charrnn.config import INT64_MAX, SEED_MAX
 from charrnn.errors import DataError, SamplingError
@@ -18,7 +18,7 @@ from charrnn.errors import DataError, SamplingError
 
 def _read_primes(path: str, reporter) -> list[str]:
     """The non-blank lines of a file or stdin; blank lines are skipped and counted on stderr."""
-    from charrnn.data import read_text
+    from charrnn.text.data import read_text
 
     if path != "-" and not Path(path).is_file():
         raise DataError(f"prime file not found: {path}")
@@ -173,7 +173,7 @@ def sample_cmd(
 
     Example: charrnn sample --prime "sharks" --length 200 --temperature 0.7
     """
-    from charrnn.sampling import check_batch_fits, check_options
+    from charrnn.generation.sampling import check_batch_fits, check_options
 
     reporter = make_reporter(quiet)
     _check_combinations(prime, prime_file, greedy, beam, num_samples, temperature, top_k,
@@ -202,7 +202,7 @@ def sample_cmd(
     reporter.info(loaded.note)  # only once every input is known to be good
     out = sys.stdout
     if interactive:
-        from charrnn.cli_interactive import prompt_loop
+        from charrnn.cli.interactive import prompt_loop
         prompt_loop(model, vocab, dev, primes[0], length=length, temperature=temperature,
                     top_k=top_k, top_p=top_p, greedy=greedy, seed=seed, stop=stops)
         return

@@ -1,5 +1,5 @@
-"""`charrnn data ...`: fetch and list known corpora (the work is in corpora.py), and list or
-clear the cache of encoded corpora (cache.py).
+"""`charrnn data ...`: fetch and list known corpora (the work is in text/corpora.py), and list or
+clear the cache of encoded corpora (text/cache.py).
 
 `get` talks on stderr only (a rich progress bar when stderr is a terminal, plain lines
 otherwise); `list` writes its table or JSON to stdout.
@@ -96,7 +96,7 @@ def get_cmd(
 
     Example: charrnn data get tinyshakespeare, then train with data.corpus: tinyshakespeare
     """
-    from charrnn import corpora
+    from charrnn.text import corpora
     from charrnn.report import Reporter
 
     spec = corpora.get_spec(name)
@@ -127,7 +127,7 @@ def list_cmd(
 
     Example: charrnn data list --json
     """
-    from charrnn import corpora
+    from charrnn.text import corpora
 
     rows = corpora.list_corpora(to)
     out = sys.stdout
@@ -164,7 +164,7 @@ def cache_cmd(
     """
     import time
 
-    from charrnn import cache
+    from charrnn.text import cache
 
     folder, limit = cache.cache_dir(), cache.max_bytes()
     out = sys.stdout

@@ -17,13 +17,13 @@ import importlib
 import math
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from charrnn.config import Config, save_config
 from charrnn.errors import ConfigError, MissingDependency
-from charrnn.planner import get_key as _get, set_key as _set
+from charrnn.planning.planner import get_key as _get, set_key as _set
 
 INSTALL_HINT = "pip install 'charrnn[tune]'"
 SEARCHED = ("model.num_layers", "model.hidden_size", "model.dropout", "train.batch_size",
@@ -86,7 +86,7 @@ def tune(base: Config, fixed: set[str], tune_dir: Path, *, budget_minutes: float
     each trial a run of `trial_minutes`; the best config goes to tune_dir/best.yaml and its
     run to tune_dir/best/."""
     optuna = require_optuna()
-    from charrnn.train import train
+    from charrnn.training.loop import train
     if trial_minutes > budget_minutes:
         raise ConfigError(f"--max-minutes {trial_minutes:g} is more than the whole budget "
                           f"({budget_minutes:g} minutes): one trial would not fit")

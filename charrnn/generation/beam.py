@@ -15,9 +15,9 @@ import torch
 
 from charrnn.device import fast_step_context
 from charrnn.errors import SamplingError
-from charrnn.sampling import generate, read_chunks, warm_up
-from charrnn.stepper import evaluating
-from charrnn.vocab import Vocab
+from charrnn.generation.sampling import generate, read_chunks, warm_up
+from charrnn.models.stepper import evaluating
+from charrnn.text.vocab import Vocab
 
 
 def log_prob(model, vocab: Vocab, prime: str, text: str, device: torch.device) -> float:

@@ -12,12 +12,11 @@ import shlex
 import torch
 import torch.nn.functional as F
 
-from charrnn.data import Corpus, eval_windows, load_training_corpus
+from charrnn.text.data import Corpus, eval_windows, load_training_corpus, widen
 from charrnn.device import autocast
 from charrnn.errors import DataError
-from charrnn.finetune import widen
-from charrnn.resume import describe_change, same_text, text_fingerprint
-from charrnn.vocab import Vocab, describe_chars
+from charrnn.text.fingerprint import describe_change, same_text, text_fingerprint
+from charrnn.text.vocab import Vocab, describe_chars
 
 VAL_STREAMS, VAL_SEQ_LEN = 16, 256  # how the validation split is read (see validation_loss)
 LOGITS_AT_ONCE = 1 << 20  # logits (floats) computed at a time in an evaluation: 4 MB
@@ -104,7 +103,7 @@ def training_validation_split(cfg, chars: list[str], trained_on: dict | None, *,
                               score_command: str) -> tuple[Corpus, str | None]:
     """The validation split of the text a model was trained on, rebuilt from that text.
 
-    `trained_on` is the checkpoint's record of its text (resume.text_fingerprint): a text that
+    `trained_on` is the checkpoint's record of its text (text.fingerprint.text_fingerprint): a text that
     no longer matches it is refused, since its split is not the text the model held out. An
     older checkpoint without that record is scored unchecked, with the warning returned.
     `score_command` is the command that scores a text given after it (named in the errors).

@@ -27,16 +27,16 @@ except ImportError:  # pragma: no cover - older typer on top of click
     from click import exceptions as cli_errors
 
 from charrnn import __version__
-from charrnn.cli_common import (CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, choose_checkpoint,
-                                decode_escapes, flag_overrides, load_model, make_reporter,
+from charrnn.cli.common import (CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, choose_checkpoint,
+                                flag_overrides, load_model, make_reporter,
                                 naming_checkpoint, train_config)
-from charrnn.cli_compress import compress_cmd, decompress_cmd
-from charrnn.cli_data import data_app
-from charrnn.cli_export import export_cmd
-from charrnn.cli_plan import plan_cmd
-from charrnn.cli_tune import tune_cmd
-from charrnn.cli_sample import sample_cmd
-from charrnn.cli_view import plot_cmd, show_cmd
+from charrnn.cli.compress import compress_cmd, decompress_cmd
+from charrnn.cli.data import data_app
+from charrnn.cli.export import export_cmd
+from charrnn.cli.plan import plan_cmd
+from charrnn.cli.tune import tune_cmd
+from charrnn.cli.sample import sample_cmd
+from charrnn.cli.view import plot_cmd, show_cmd
 from charrnn.errors import CharRNNError
 
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
@@ -139,13 +139,13 @@ def train_cmd(
     # the config is read before torch is imported, so that its errors come at once
     cfg, user_keys = (train_config(config, sets, init_from) if resume is None
                       else (None, frozenset()))
-    from charrnn.train import config_from_checkpoint, train
+    from charrnn.training.loop import config_from_checkpoint, train
     if cfg is None:
         cfg = config_from_checkpoint(resume, sets)
-    from charrnn.rundir import check_log_to
+    from charrnn.training.rundir import check_log_to
     check_log_to(cfg.train.log_to)  # before anything of the run is touched
 
-    from charrnn.distributed import is_main_process
+    from charrnn.training.distributed import is_main_process
     reporter = make_reporter(quiet or not is_main_process())  # under torchrun, rank 0 reports
     from charrnn.device import available_cores
     if cfg.train.threads and cfg.train.threads > available_cores():
@@ -264,9 +264,9 @@ def eval_cmd(
 
     Example: charrnn eval --checkpoint runs/tiny data/foodchain.txt --json
     """
-    from charrnn.data import read_text
-    from charrnn.evaluate import summarize, training_validation_split, validation_loss
-    from charrnn.vocab import describe_chars
+    from charrnn.text.data import read_text
+    from charrnn.analysis.evaluate import summarize, training_validation_split, validation_loss
+    from charrnn.text.vocab import describe_chars
 
     if unknown not in ("error", "skip"):
         raise cli_errors.BadParameter(f"expected error or skip, got {unknown!r}",
@@ -397,7 +397,7 @@ def _said_by_rank_0(exc: Exception) -> bool:
     quietly. A device that one rank lacks is its own error, said by that rank."""
     if "RANK" not in os.environ:  # no launcher: no need to import torch to find out
         return False
-    from charrnn.distributed import is_main_process
+    from charrnn.training.distributed import is_main_process
     from charrnn.errors import DeviceError
     return not is_main_process() and (
         isinstance(exc, cli_errors.UsageError)

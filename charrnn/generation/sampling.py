@@ -15,8 +15,8 @@ import torch
 from charrnn.device import check_memory, fast_step_context
 from charrnn.errors import SamplingError
 from charrnn.models.family import map_hidden
-from charrnn.stepper import evaluating, one_thread
-from charrnn.vocab import Vocab
+from charrnn.models.stepper import evaluating, one_thread
+from charrnn.text.vocab import Vocab
 
 # Below this temperature logits / temperature can leave float32's range (1e-50 is 0 in float32):
 # take the argmax, which is what sampling tends to as the temperature goes to 0.

@@ -1,6 +1,6 @@
 """Corpus in, batches out: read a file / folder / pattern / stdin, encode, split, and batch.
 
-Encoding takes two passes over the text, read piece by piece (textsource.py): the first finds
+Encoding takes two passes over the text, read piece by piece (source.py): the first finds
 its characters and length, the second writes each piece's ids straight into a tensor allocated
 once at its final size. Code points are handled by torch (bincount, then a lookup table), so
 there is never a Python object per character, and loading needs little more memory than the
@@ -23,18 +23,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
-from charrnn.cache import Slot, cache_dir, max_bytes  # noqa: F401
+from charrnn.text.cache import Slot, cache_dir, max_bytes  # noqa: F401
 from charrnn.errors import DataError
 from charrnn.fsutil import atomic_write, write_text_atomic
-from charrnn.textsource import (Source, has_glob, open_source, pieces, read_text,  # noqa: F401
+from charrnn.text.source import (Source, has_glob, open_source, pieces, read_text,  # noqa: F401
                                 stdin_is_empty)
-from charrnn.vocab import Vocab, code_points, lookup
+from charrnn.text.vocab import ENCODE_CHUNK, Vocab, code_points, lookup
 
 CACHE_MIN_BYTES = 1 << 20  # smaller files load faster than a cache lookup would save
 MIN_EVAL_STREAM = 1024  # characters per evaluation stream, so few start from an empty state
@@ -179,7 +179,7 @@ def load_training_corpus(cfg, missing: str = "if the text has moved, pass --data
         raise DataError(f"data.corpus ({cfg.data.corpus}) and data.path ({path}) are both set: "
                         f"keep one of them")
     if cfg.data.corpus:
-        from charrnn.corpora import corpus_path
+        from charrnn.text.corpora import corpus_path
         path = str(corpus_path(cfg.data.corpus))
     if not path:
         raise DataError("no training text: set data.path in the config, or pass --data PATH "
@@ -282,3 +282,22 @@ def eval_windows(ids: torch.Tensor, streams: int, seq_len: int, max_windows: int
             valid = torch.ones(streams, width, dtype=torch.bool, device=ids.device)
             valid[-1, have:] = False
         yield x, y, valid
+
+
+def widen(corpus: Corpus, chars: list[str], val_fraction: float) -> Corpus:
+    """`corpus` encoded to the vocab `chars` when that holds every character of it (a resumed
+    fine-tuning run's vocab is wider than its text's); else `corpus` unchanged."""
+    if corpus.vocab.chars == list(chars) or not set(corpus.vocab.chars) <= set(chars):
+        return corpus
+    return encode_to(corpus, Vocab(list(chars)), val_fraction)
+
+
+def encode_to(corpus: Corpus, vocab: Vocab, val_fraction: float) -> Corpus:
+    """The ids mapped to `vocab` piece by piece, into a buffer of its dtype (no int64 copy)."""
+    table = torch.tensor([vocab.index[c] for c in corpus.vocab.chars]).to(vocab.dtype)
+    ids = torch.empty(len(corpus.ids), dtype=vocab.dtype)
+    for start in range(0, len(ids), ENCODE_CHUNK):
+        piece = corpus.ids[start:start + ENCODE_CHUNK]
+        torch.index_select(table, 0, piece.int(), out=ids[start:start + len(piece)])
+    train, val = split(ids, val_fraction)
+    return replace(corpus, vocab=vocab, ids=ids, train=train, val=val)

@@ -8,15 +8,15 @@ The corpus is re-encoded to the merged vocab. Step, optimizer and schedule start
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
 from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
-from charrnn.data import Corpus, split
+from charrnn.text.data import Corpus, encode_to
 from charrnn.errors import ConfigError, DataError
 from charrnn.models import family_of
-from charrnn.vocab import ENCODE_CHUNK, Vocab, describe_chars
+from charrnn.text.vocab import Vocab, describe_chars
 
 _SHAPE = ("type", "embedding_dim", "hidden_size", "num_layers")
 
@@ -75,23 +75,6 @@ def prepare(init_from: str, cfg, corpus: Corpus) -> Start:
         grown = rows.mean(0, keepdim=True).repeat(len(merged), *([1] * (rows.dim() - 1)))
         grown[where] = rows
         weights[name] = grown
-    return Start(weights, _encode_to(corpus, merged, cfg.data.val_fraction), state["path"], added)
+    return Start(weights, encode_to(corpus, merged, cfg.data.val_fraction), state["path"], added)
 
 
-def widen(corpus: Corpus, chars: list[str], val_fraction: float) -> Corpus:
-    """`corpus` encoded to the vocab `chars` when that holds every character of it (a resumed
-    fine-tuning run's vocab is wider than its text's); else `corpus` unchanged."""
-    if corpus.vocab.chars == list(chars) or not set(corpus.vocab.chars) <= set(chars):
-        return corpus
-    return _encode_to(corpus, Vocab(list(chars)), val_fraction)
-
-
-def _encode_to(corpus: Corpus, vocab: Vocab, val_fraction: float) -> Corpus:
-    """The ids mapped to `vocab` piece by piece, into a buffer of its dtype (no int64 copy)."""
-    table = torch.tensor([vocab.index[c] for c in corpus.vocab.chars]).to(vocab.dtype)
-    ids = torch.empty(len(corpus.ids), dtype=vocab.dtype)
-    for start in range(0, len(ids), ENCODE_CHUNK):
-        piece = corpus.ids[start:start + ENCODE_CHUNK]
-        torch.index_select(table, 0, piece.int(), out=ids[start:start + len(piece)])
-    train, val = split(ids, val_fraction)
-    return replace(corpus, vocab=vocab, ids=ids, train=train, val=val)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from charrnn.cli_common import QUIET_OPTION, make_reporter
+from charrnn.cli.common import QUIET_OPTION, make_reporter
 
 
 def export_cmd(

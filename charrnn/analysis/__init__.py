@@ -1,0 +1,1 @@
+"""What a model says about a text: evaluation, per-character probes, loss plots, compression."""

@@ -1,0 +1,1 @@
+"""Text in: reading corpora (files, folders, stdin, named corpora), the vocab, encoding and its cache."""
