@@ -124,14 +124,14 @@ class Group:
         dist.all_reduce(flags, group=self.flags_group)
         return flags[0].item() > 0, flags[1].item() / self.world
 
-    def mean(self, values: torch.Tensor) -> list[float]:
-        """`values` averaged over ranks, as floats (a step's one device-to-host copy): a
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """`values` averaged over ranks, left on the device (nothing is read to the host): a
         non-finite loss on any rank is non-finite on every rank, so all skip or stop alike."""
         if self.launched:
             values = values.detach().clone()
             dist.all_reduce(values)
             values /= self.world
-        return values.tolist()
+        return values
 
     def share(self, value: float) -> float:
         """Rank 0's `value` (e.g. a validation loss) on every rank; doubles as a barrier."""

@@ -1,0 +1,108 @@
+"""The training step on the device: the loss, the finite flag and the gradient norm are read to
+the host once per `log_every` steps, a non-finite step is skipped on the device, and a run that
+must stop stops at the next read without saving non-finite weights."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.errors import TrainingFailed
+from charrnn.train import train
+
+from test_train import nonfinite_at, small_config
+
+# the Tensor methods that copy a value to the host (on a GPU each one waits for the GPU)
+HOST_READS = ("item", "tolist", "__float__", "__bool__", "__int__", "cpu", "numpy")
+
+
+def count_host_reads(monkeypatch) -> list[int]:
+    """Count every read of a tensor's value by the host from now on: returns the counter."""
+    counter = [0]
+    for name in HOST_READS:
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _real=real, **kwargs):
+            counter[0] += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return counter
+
+
+def test_the_steps_between_two_logs_read_nothing_to_the_host(tmp_path, monkeypatch):
+    cfg = small_config(tmp_path, max_steps=20, log_every=5, eval_every=1000)
+    reads = count_host_reads(monkeypatch)
+    at_log = []  # the reads so far, at each logged step
+    train(cfg, run_dir=str(tmp_path / "r"),
+          on_event=lambda kind, info: at_log.append(reads[0]) if kind == "step" else None)
+    per_window = [b - a for a, b in zip(at_log, at_log[1:])]
+    assert len(per_window) == 3 and max(per_window) <= 1, per_window  # 5 steps, one read
+
+
+def test_a_late_read_trains_as_a_read_at_every_step(tmp_path, monkeypatch):
+    # step 4's gradient is not finite: skipped on the device, whenever the host hears of it
+    ends = []
+    for log_every in (1, 10):
+        cfg = small_config(tmp_path, max_steps=10, log_every=log_every, eval_every=1000,
+                           skip_nonfinite=1)
+        nonfinite_at(monkeypatch, {4})
+        notes = []
+        train(cfg, run_dir=str(tmp_path / f"every-{log_every}"),
+              on_event=lambda kind, info: notes.append(info["message"]) if kind == "note"
+              else None)
+        assert any(n.startswith("step 4: non-finite loss, step skipped") for n in notes), notes
+        ends.append(load_checkpoint(tmp_path / f"every-{log_every}" / "last.pt"))
+    for state in ends:
+        assert state["skipped_steps"] == 1
+        # the optimizer took 9 steps: the skipped one was undone on the device
+        assert {float(s["step"]) for s in state["optimizer"]["state"].values()} == {9.0}
+        assert all(torch.isfinite(t).all() for t in state["model"].values())
+        for s in state["optimizer"]["state"].values():
+            assert torch.isfinite(s["exp_avg"]).all() and torch.isfinite(s["exp_avg_sq"]).all()
+    for key in ends[0]["model"]:
+        assert torch.equal(ends[0]["model"][key], ends[1]["model"][key]), key
+
+
+def test_a_run_that_must_stop_stops_at_the_next_read_and_keeps_its_checkpoint(tmp_path,
+                                                                              monkeypatch):
+    cfg = small_config(tmp_path, max_steps=30, log_every=20, save_every=5, eval_every=1000)
+    nonfinite_at(monkeypatch, {7})
+    with pytest.raises(TrainingFailed, match="step 7: the loss or gradient is not finite"):
+        train(cfg, run_dir=str(tmp_path / "r"))
+    state = load_checkpoint(tmp_path / "r" / "last.pt")
+    assert state["step"] == 5  # the save of step 10 read the bad step first: nothing written
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_without_clipping_a_nonfinite_gradient_is_still_skipped(tmp_path, monkeypatch):
+    def no_clip(*args, **kwargs):
+        raise AssertionError("grad_clip is null: nothing is clipped")
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", no_clip)
+    import charrnn.train as train_module
+    real_build, backwards = train_module.build_model, []
+
+    def build(model_cfg, vocab_size):
+        model = real_build(model_cfg, vocab_size)
+
+        def overflow(module, grad_input, grad_output):
+            backwards.append(1)
+            if len(backwards) == 3:  # the loss stays finite; its gradient does not
+                return (torch.full_like(grad_input[0], math.inf),)
+            return None
+
+        model.head.register_full_backward_hook(overflow)
+        return model
+
+    monkeypatch.setattr(train_module, "build_model", build)
+    cfg = small_config(tmp_path, max_steps=8, log_every=4, eval_every=1000, grad_clip=None,
+                       skip_nonfinite=1)
+    train(cfg, run_dir=str(tmp_path / "r"))
+    state = load_checkpoint(tmp_path / "r" / "last.pt")
+    assert state["step"] == 8 and state["skipped_steps"] == 1
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+
