@@ -40,7 +40,7 @@ from charrnn.planner import plan_run
 from charrnn.preview import Previewer, check_preview
 from charrnn.resume import (best_of_branch, check_budget, check_not_behind,
                             check_resume_compatible, check_same_text, check_vocab,
-                            text_fingerprint)
+                            inexact_resume, text_fingerprint)
 from charrnn.rundir import (METRICS_NAME, MetricsLog, RunLock, check_new_run, check_out_dir,
                             clear_run, run_dir_made, same_dir, start_branch)
 from charrnn.schedule import describe, lr_at, replan
@@ -251,6 +251,7 @@ def _resume(state: TrainState, saved: dict, group: Group, notes: list) -> list[s
     if plan != state.plan:
         notes.append({"message": describe(plan, state.cfg), "warning": False})
     state.plan = plan
+    notes.extend({"message": m, "warning": True} for m in inexact_resume(group.device, state.cfg))
     return changes
 
 
@@ -350,9 +351,11 @@ def _steps(session: _Session, state: TrainState) -> str:
 
 def _stop_or_clock(session: _Session, state: TrainState) -> tuple[str | None, float]:
     """Why the run stops before this step (a request, the time budget), or None; and the clock
-    behind max_minutes and a time-based lr. Every rank agrees on both."""
+    behind max_minutes and a time-based lr. Every rank agrees on both (under torchrun, every
+    AGREE_EVERY steps: charrnn.distributed)."""
     t = session.cfg.train
-    stop_requested, clock = session.group.agree(session.should_stop(), state.elapsed())
+    stop_requested, clock = session.group.agree(session.should_stop(), state.elapsed(),
+                                                state.step)
     if stop_requested:
         return "interrupt", clock
     if t.max_minutes and clock >= t.max_minutes * 60:

@@ -5,12 +5,15 @@ must stop stops at the next read without saving non-finite weights."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
 from charrnn.checkpoint import load_checkpoint
 from charrnn.errors import TrainingFailed
+from charrnn.resume import inexact_resume
 from charrnn.train import train
 
 from test_train import nonfinite_at, small_config
@@ -106,3 +109,30 @@ def test_without_clipping_a_nonfinite_gradient_is_still_skipped(tmp_path, monkey
     assert state["step"] == 8 and state["skipped_steps"] == 1
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 
+
+
+@pytest.mark.parametrize("device, dropout, layers, warned", [
+    ("cuda", 0.1, 2, True), ("cpu", 0.1, 2, False), ("cuda", 0.0, 2, False),
+    ("cuda", 0.1, 1, False)])
+def test_a_resume_on_cuda_with_dropout_between_layers_warns_that_it_is_not_exact(
+        device, dropout, layers, warned):
+    cfg = small_config(Path("."), max_steps=10)
+    cfg = replace(cfg, model=replace(cfg.model, dropout=dropout, num_layers=layers))
+    limits = inexact_resume(torch.device(device), cfg)
+    assert any("cuDNN" in m and "does not continue exactly" in m for m in limits) == warned
+    assert not any("time budget" in m for m in limits)
+
+
+def test_a_resumed_run_with_a_time_budget_warns_that_it_follows_the_clock(tmp_path):
+    cfg = small_config(tmp_path, max_steps=4, eval_every=1000)
+    train(cfg, run_dir=str(tmp_path / "r"))
+    notes = []
+    for minutes in (None, 10.0):  # without a budget the CPU resume is exact: no warning
+        longer = replace(cfg, train=replace(cfg.train, max_steps=cfg.train.max_steps + 2,
+                                            max_minutes=minutes))
+        train(longer, resume=str(tmp_path / "r"),
+              on_event=lambda kind, info: notes.append(info) if kind == "note" else None)
+        cfg = longer
+    limits = [n["message"] for n in notes if n.get("warning")]
+    assert len(limits) == 1 and "time budget (train.max_minutes)" in limits[0], notes
+    assert "does not continue exactly" in limits[0]
