@@ -179,8 +179,8 @@ def inexact_resume(device: torch.device, cfg: Config) -> list[str]:
     m, t = cfg.model, cfg.train
     limits = []
     if device.type == "cuda" and m.dropout > 0 and m.num_layers > 1:
-        limits.append("this resumed run does not continue exactly as if it had never stopped: "
-                      "on CUDA, cuDNN draws the dropout between recurrent layers "
+        limits.append("this resumed run is not expected to continue exactly as if it had never "
+                      "stopped: on CUDA, cuDNN draws the dropout between recurrent layers "
                       "(model.dropout > 0, model.num_layers > 1) from a state of its own, which "
                       "restoring the RNG state re-seeds (on the CPU it continues exactly)")
     if t.max_minutes:
