@@ -20,6 +20,10 @@ from test_train import nonfinite_at, small_config
 
 # the Tensor methods that copy a value to the host (on a GPU each one waits for the GPU)
 HOST_READS = ("item", "tolist", "__float__", "__bool__", "__int__", "cpu", "numpy")
+# where the step runs: the CPU here, and the GPU's fused optimizer and bf16 path where there is one
+DEVICES = [pytest.param("cpu", "fp32", id="cpu"),
+           pytest.param("cuda", "fp32", id="cuda-fp32", marks=pytest.mark.cuda),
+           pytest.param("cuda", "bf16", id="cuda-bf16", marks=pytest.mark.cuda)]
 
 
 def count_host_reads(monkeypatch) -> list[int]:
@@ -36,8 +40,11 @@ def count_host_reads(monkeypatch) -> list[int]:
     return counter
 
 
-def test_the_steps_between_two_logs_read_nothing_to_the_host(tmp_path, monkeypatch):
-    cfg = small_config(tmp_path, max_steps=20, log_every=5, eval_every=1000)
+@pytest.mark.parametrize("device, precision", DEVICES)
+def test_the_steps_between_two_logs_read_nothing_to_the_host(device, precision, tmp_path,
+                                                             monkeypatch):
+    cfg = small_config(tmp_path, max_steps=20, log_every=5, eval_every=1000, device=device,
+                       precision=precision)
     reads = count_host_reads(monkeypatch)
     at_log = []  # the reads so far, at each logged step
     train(cfg, run_dir=str(tmp_path / "r"),
@@ -70,18 +77,22 @@ def test_a_late_read_trains_as_a_read_at_every_step(tmp_path, monkeypatch):
         assert torch.equal(ends[0]["model"][key], ends[1]["model"][key]), key
 
 
-def test_a_run_that_must_stop_stops_at_the_next_read_and_keeps_its_checkpoint(tmp_path,
-                                                                              monkeypatch):
-    cfg = small_config(tmp_path, max_steps=30, log_every=20, save_every=5, eval_every=1000)
+@pytest.mark.parametrize("device, precision", DEVICES)
+def test_a_run_that_must_stop_stops_at_the_next_read_and_keeps_its_checkpoint(
+        device, precision, tmp_path, monkeypatch):
+    cfg = small_config(tmp_path, max_steps=30, log_every=20, save_every=5, eval_every=1000,
+                       device=device, precision=precision)
     nonfinite_at(monkeypatch, {7})
     with pytest.raises(TrainingFailed, match="step 7: the loss or gradient is not finite"):
         train(cfg, run_dir=str(tmp_path / "r"))
-    state = load_checkpoint(tmp_path / "r" / "last.pt")
+    state = load_checkpoint(tmp_path / "r" / "last.pt", map_location="cpu")
     assert state["step"] == 5  # the save of step 10 read the bad step first: nothing written
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 
 
-def test_without_clipping_a_nonfinite_gradient_is_still_skipped(tmp_path, monkeypatch):
+@pytest.mark.parametrize("device, precision", DEVICES)
+def test_without_clipping_a_nonfinite_gradient_is_still_skipped(device, precision, tmp_path,
+                                                                monkeypatch):
     def no_clip(*args, **kwargs):
         raise AssertionError("grad_clip is null: nothing is clipped")
 
@@ -103,9 +114,9 @@ def test_without_clipping_a_nonfinite_gradient_is_still_skipped(tmp_path, monkey
 
     monkeypatch.setattr(train_module, "build_model", build)
     cfg = small_config(tmp_path, max_steps=8, log_every=4, eval_every=1000, grad_clip=None,
-                       skip_nonfinite=1)
+                       skip_nonfinite=1, device=device, precision=precision)
     train(cfg, run_dir=str(tmp_path / "r"))
-    state = load_checkpoint(tmp_path / "r" / "last.pt")
+    state = load_checkpoint(tmp_path / "r" / "last.pt", map_location="cpu")
     assert state["step"] == 8 and state["skipped_steps"] == 1
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 
