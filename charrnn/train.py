@@ -8,7 +8,9 @@ Nothing here prints: progress goes to the `on_event(kind, info)` callback the ca
 A batch, the learning rate and the data position are pure functions of the step, and the
 checkpoint carries the model, optimizer, carried hidden state and RNG states (TrainState, in
 charrnn.train_state), so a run resumed from `last.pt` continues exactly as if it had never
-stopped. Each step of the loop is a function of its own (see `_steps`).
+stopped. Each step of the loop is a function of its own (see `_steps`). A step reads nothing
+to the host: its loss and gradient norm stay on the device, a non-finite step is skipped there
+(charrnn.device_step), and the host reads them once per `train.log_every` steps.
 """
 
 from __future__ import annotations
