@@ -136,7 +136,7 @@ class Group:
         self.agreed_clock = flags[1].item() / self.world
         return flags[0].item() > 0, self.agreed_clock
 
-    def mean(self, values: torch.Tensor) -> torch.Tensor:
+    def average(self, values: torch.Tensor) -> torch.Tensor:
         """`values` averaged over ranks, left on the device (nothing is read to the host): a
         non-finite loss on any rank is non-finite on every rank, so all skip or stop alike."""
         if self.launched:
@@ -144,6 +144,10 @@ class Group:
             dist.all_reduce(values)
             values /= self.world
         return values
+
+    def mean(self, values: torch.Tensor) -> list[float]:
+        """`values` averaged over ranks, as floats (read to the host)."""
+        return self.average(values).tolist()
 
     def share(self, value: float) -> float:
         """Rank 0's `value` (e.g. a validation loss) on every rank; doubles as a barrier."""

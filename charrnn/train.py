@@ -388,7 +388,7 @@ def _train_step(session: _Session, state: TrainState, x: torch.Tensor, y: torch.
     scaler.scale(guard_loss(loss) if scaler.is_enabled() else loss).backward()
     scaler.unscale_(optimizer)  # (fp16) so that clipping sees the true gradient
     norm = gradient_norm(state.model.parameters(), t.grad_clip)
-    values = session.group.mean(torch.stack([loss.detach(), norm.float()]))
+    values = session.group.average(torch.stack([loss.detach(), norm.float()]))
     state.step += 1
     _update(session, state, values)
     return lr
