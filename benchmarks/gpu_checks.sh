@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The CUDA checks and GPU figures, on a machine with a CUDA GPU (about 13 minutes in all; in two
-# calls of under 8: SKIP=planned, then ONLY=planned; ONLY and SKIP match part names, as regexes):
+# The CUDA checks and GPU figures, on a machine with a CUDA GPU (about 17 minutes in all; in three
+# calls of under 8: SKIP='planned|hot path', then ONLY=planned, then ONLY='hot path'; ONLY and
+# SKIP match part names, as regexes):
 #   benchmarks/gpu_checks.sh            (log: $OUT/gpu-checks.log if OUT is set, else
 #                                        benchmarks/results/gpu-checks.log)
 #   DRY_RUN=1 benchmarks/gpu_checks.sh  prints the commands it would run, and runs none
@@ -9,7 +10,10 @@
 # sampled and resumed on the CPU; the precision comparison (fp32/TF32, fp16, bf16: speed and
 # validation loss after the same minutes, PRECISION_REPEATS rounds, each in the reverse order
 # of the one before); the planned run on Tiny Shakespeare next to configs/shakespeare.yaml for
-# PLAN_MINUTES (2) each; the quick benchmark rows on the GPU. Each part runs even if an earlier one
+# PLAN_MINUTES (2) each; the quick benchmark rows on the GPU; the hot path: training h128 LSTM,
+# GRU and RNN against the bare loop (target 0.97 x each: the part fails below it), and a 2-layer
+# run resumed on the GPU with dropout and without, each said to have continued exactly or not
+# (README "Resuming": not expected with dropout). Each part runs even if an earlier one
 # fails, under its own time limit; the last line names the parts that failed, and the exit
 # status is 1 if any did.
 set -uo pipefail
@@ -166,6 +170,32 @@ TABLE_LABEL=run precision_table "$work/plan-1-planned" "$work/plan-1-shakespeare
 part "benchmark rows on the GPU" "quick: training, sampling, eval"
 run 150 $py benchmarks/bench.py --quick --only train,sample,eval --device cuda \
   --out "$results/gpu-quick.json"
+
+part "hot path: training against the bare loop" "h128 LSTM, GRU and RNN, 3 repeats of 3 s; --strict: below 0.97 x fails"
+run 240 $py benchmarks/bench.py --only train --hidden 128 --repeats 3 --device cuda --strict \
+  --out "$results/gpu-train-h128.json"
+
+part "hot path: dropout resume" "2-layer LSTM, 40 steps in one go and 20 + a resume for 20, with dropout 0.2 and without"
+for dropout in 0.2 0.0; do
+  args=(configs/tiny.yaml --device cuda --set model.num_layers=2 --set model.dropout=$dropout
+        --set train.lr_schedule=constant --set train.log_every=1 --set train.eval_every=1000 -q)
+  run 90 $py -m charrnn train "${args[@]}" --max-steps 40 --out "$work/drop-$dropout-whole"
+  run 90 $py -m charrnn train "${args[@]}" --max-steps 20 --out "$work/drop-$dropout-resumed"
+  run 90 $py -m charrnn train --resume "$work/drop-$dropout-resumed" --max-steps 40
+  run 60 $py - "$work/drop-$dropout-whole" "$work/drop-$dropout-resumed" "$dropout" <<'EOF'
+import json, sys, torch
+whole, resumed, dropout = sys.argv[1:]
+runs = [torch.load(f"{r}/last.pt", map_location="cpu", weights_only=True)["model"]
+        for r in (whole, resumed)]
+losses = [[r["train_loss"] for r in map(json.loads, open(f"{run}/metrics.jsonl"))
+           if "train_loss" in r and r["step"] > 20] for run in (whole, resumed)]
+diff = max((runs[0][k] - runs[1][k]).abs().max().item() for k in runs[0])
+exact = diff == 0 and losses[0] == losses[1]
+print(f"dropout {dropout}: the resumed run continued exactly: {'yes' if exact else 'no'} "
+      f"(largest weight difference at step 40: {diff:.3g}; the 20 losses after the resume "
+      f"{'are' if losses[0] == losses[1] else 'are not'} the same)")
+EOF
+done
 summary
 } 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

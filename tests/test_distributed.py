@@ -155,7 +155,7 @@ def test_a_config_error_is_printed_once_not_once_per_rank(tmp_path):
 
 
 def test_only_errors_of_one_rank_alone_are_said_by_ranks_other_than_0(monkeypatch):
-    from charrnn.cli.app import _said_by_rank_0
+    from charrnn.cli.app.app.app import _said_by_rank_0
     from charrnn.errors import DataError, DeviceError, TrainingFailed
     assert not _said_by_rank_0(ConfigError("x"))  # no launcher
     monkeypatch.setenv("LOCAL_RANK", "1")
@@ -284,3 +284,21 @@ def test_rank_0_plans_and_every_rank_trains_its_plan(tmp_path):
     saved = (out / "config.yaml").read_text()
     assert "plan: false" in saved and "threads: null" in saved  # the cores are shared per rank
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 6
+
+
+def test_ranks_agree_every_few_steps_not_at_every_step(monkeypatch):
+    from charrnn.training import distributed
+    calls = []
+
+    def all_reduce(flags, group=None):  # the other rank: no stop asked, its clock at 20 s
+        calls.append(1)
+        flags += torch.tensor([0.0, 20.0], dtype=flags.dtype)
+
+    monkeypatch.setattr(distributed.dist, "all_reduce", all_reduce)
+    group = Group(torch.device("cpu"), 0, 2, launched=True)
+    k = distributed.AGREE_EVERY
+    start = k + 3  # a resumed session agrees at its first step, then every AGREE_EVERY steps
+    got = [group.agree(step >= start + 1, 10.0, step) for step in range(start, 3 * k + 1)]
+    assert len(calls) == 3  # at the first step, 2k and 3k
+    assert got[0] == (False, 15.0) and got[1] == (False, 15.0)  # the clock last agreed on
+    assert got[2 * k - start] == (True, 15.0) and not any(s for s, _ in got[:2 * k - start])

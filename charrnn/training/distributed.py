@@ -30,6 +30,12 @@ from charrnn.models.family import map_hidden
 # others wait, so it must exceed the longest evaluation (see train.eval_batches).
 TIMEOUT = timedelta(minutes=20)
 
+# Steps between the ranks' agreements on stopping and on the clock (README "Several GPUs or
+# machines"): a stop asked for, or a time budget spent, takes effect at the next multiple of
+# it, and a time-based learning rate moves on at those steps. Each agreement is an exchange
+# between the processes; one per step costs time on a fast GPU.
+AGREE_EVERY = 10
+
 
 def launched() -> bool:
     """Whether this process was started by torchrun (or another launcher that sets its env)."""
@@ -77,6 +83,7 @@ class Group:
     world: int = 1
     launched: bool = False
     flags_group: object = None  # the group `agree` uses (None: the default one)
+    agreed_clock: float | None = None  # the clock the ranks last agreed on
 
     @property
     def main(self) -> bool:
@@ -112,26 +119,35 @@ class Group:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
 
-    def agree(self, stop: bool, clock: float) -> tuple[bool, float]:
-        """Whether any rank asked to stop, and the ranks' mean clock (seconds), at the top of a
-        step: so every rank stops at the same step and follows one time-based schedule.
+    def agree(self, stop: bool, clock: float, step: int = 0) -> tuple[bool, float]:
+        """Whether any rank asked to stop, and the ranks' mean clock (seconds), at the top of
+        step `step`: so every rank stops at the same step and follows one time-based schedule.
+        The ranks agree at a session's first step and every AGREE_EVERY steps; in between, no
+        stop, and the clock last agreed on.
 
         Over gloo on the CPU even when gradients go over NCCL, so it costs no GPU sync.
         """
         if not self.launched:
             return stop, clock
+        if self.agreed_clock is not None and step % AGREE_EVERY:
+            return False, self.agreed_clock
         flags = torch.tensor([float(stop), clock], dtype=torch.float64)
         dist.all_reduce(flags, group=self.flags_group)
-        return flags[0].item() > 0, flags[1].item() / self.world
+        self.agreed_clock = flags[1].item() / self.world
+        return flags[0].item() > 0, self.agreed_clock
 
-    def mean(self, values: torch.Tensor) -> list[float]:
-        """`values` averaged over ranks, as floats (a step's one device-to-host copy): a
+    def average(self, values: torch.Tensor) -> torch.Tensor:
+        """`values` averaged over ranks, left on the device (nothing is read to the host): a
         non-finite loss on any rank is non-finite on every rank, so all skip or stop alike."""
         if self.launched:
             values = values.detach().clone()
             dist.all_reduce(values)
             values /= self.world
-        return values.tolist()
+        return values
+
+    def mean(self, values: torch.Tensor) -> list[float]:
+        """`values` averaged over ranks, as floats (read to the host)."""
+        return self.average(values).tolist()
 
     def share(self, value: float) -> float:
         """Rank 0's `value` (e.g. a validation loss) on every rank; doubles as a barrier."""

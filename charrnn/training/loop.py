@@ -8,7 +8,9 @@ Nothing here prints: progress goes to the `on_event(kind, info)` callback the ca
 A batch, the learning rate and the data position are pure functions of the step, and the
 checkpoint carries the model, optimizer, carried hidden state and RNG states (TrainState, in
 charrnn.training.state), so a run resumed from `last.pt` continues exactly as if it had never
-stopped. Each step of the loop is a function of its own (see `_steps`).
+stopped. Each step of the loop is a function of its own (see `_steps`). A step reads nothing
+to the host: its loss and gradient norm stay on the device, a non-finite step is skipped there
+(charrnn.training.device_step), and the host reads them once per `train.log_every` steps.
 """
 
 from __future__ import annotations
@@ -31,15 +33,17 @@ from charrnn.text.data import Corpus, StreamBatcher, load_training_corpus, widen
 from charrnn.text.fingerprint import text_fingerprint
 from charrnn.device import (autocast, configure_precision, grad_scaler, resolve_precision,
                             seed_everything, set_threads)
+from charrnn.training.device_step import (Readings, carry, gradient_norm, guard_loss, make_optimizer,
+                                 skip_unless)
 from charrnn.training.distributed import Group, joined
 from charrnn.errors import RunDirError, TrainingFailed
 from charrnn.analysis.evaluate import validation_loss
-from charrnn.models import (build_model, check_model_type, check_training_fits,
-                            count_parameters, detach_hidden)
+from charrnn.models import build_model, check_model_type, check_training_fits, count_parameters
 from charrnn.planning.planner import plan_run
 from charrnn.training.preview import Previewer, check_preview
 from charrnn.training.resume import (best_of_branch, check_budget, check_not_behind,
-                            check_resume_compatible, check_same_text, check_vocab)
+                            check_resume_compatible, check_same_text, check_vocab,
+                            inexact_resume)
 from charrnn.training.rundir import (METRICS_NAME, MetricsLog, RunLock, check_new_run, check_out_dir,
                             clear_run, run_dir_made, same_dir, start_branch)
 from charrnn.training.schedule import describe, lr_at, replan
@@ -69,14 +73,8 @@ def config_from_checkpoint(path: str, overrides: list[str] = ()) -> Config:
                             overrides=list(overrides))
 
 
-def _make_optimizer(model, cfg) -> torch.optim.Optimizer:
-    t = cfg.train
-    cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
-    return cls(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-
-
 def _all_finite(model) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
 
 
 def train(cfg: Config, *, resume: str | None = None, run_dir: str | None = None,
@@ -240,10 +238,11 @@ def _new_state(cfg: Config, vocab: Vocab, batcher: StreamBatcher, data: dict, gr
         model.load_state_dict(init_weights)
     model.to(device)
     group.seed_rank(t.seed, 0)
-    optimizer = _make_optimizer(model, cfg)
+    scaler = grad_scaler(device, precision)
+    optimizer = make_optimizer(model, cfg, scaled=scaler.is_enabled())
     configure_precision(precision, device)
     return TrainState(cfg=cfg, vocab=vocab, batcher=batcher, data=data, model=model,
-                      optimizer=optimizer, scaler=grad_scaler(device, precision))
+                      optimizer=optimizer, scaler=scaler, readings=Readings(t.log_every))
 
 
 def _resume(state: TrainState, saved: dict, group: Group, notes: list) -> list[str]:
@@ -255,6 +254,7 @@ def _resume(state: TrainState, saved: dict, group: Group, notes: list) -> list[s
     if plan != state.plan:
         notes.append({"message": describe(plan, state.cfg), "warning": False})
     state.plan = plan
+    notes.extend({"message": m, "warning": True} for m in inexact_resume(group.device, state.cfg))
     return changes
 
 
@@ -354,9 +354,11 @@ def _steps(session: _Session, state: TrainState) -> str:
 
 def _stop_or_clock(session: _Session, state: TrainState) -> tuple[str | None, float]:
     """Why the run stops before this step (a request, the time budget), or None; and the clock
-    behind max_minutes and a time-based lr. Every rank agrees on both."""
+    behind max_minutes and a time-based lr. Every rank agrees on both (under torchrun, every
+    AGREE_EVERY steps: charrnn.training.distributed)."""
     t = session.cfg.train
-    stop_requested, clock = session.group.agree(session.should_stop(), state.elapsed())
+    stop_requested, clock = session.group.agree(session.should_stop(), state.elapsed(),
+                                                state.step)
     if stop_requested:
         return "interrupt", clock
     if t.max_minutes and clock >= t.max_minutes * 60:
@@ -374,7 +376,8 @@ def _next_batch(session: _Session, state: TrainState) -> tuple[torch.Tensor, tor
 
 def _train_step(session: _Session, state: TrainState, x: torch.Tensor, y: torch.Tensor,
                 clock: float) -> float:
-    """Forward, backward and clip on one batch, then the update (or a skip); returns the lr."""
+    """Forward, backward and clip on one batch, then the update (or a skip); returns the lr.
+    Nothing here reads a value to the host: the loss and gradient norm are kept on the device."""
     t, optimizer, scaler = session.cfg.train, state.optimizer, state.scaler
     lr = lr_at(state.step, session.cfg, clock, state.plan)
     for params in optimizer.param_groups:
@@ -383,43 +386,58 @@ def _train_step(session: _Session, state: TrainState, x: torch.Tensor, y: torch.
         logits, state.hidden = session.forward(x, state.hidden)
     loss = F.cross_entropy(logits.float().view(-1, session.vocab_size), y.view(-1))
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    scaler.scale(guard_loss(loss) if scaler.is_enabled() else loss).backward()
     scaler.unscale_(optimizer)  # (fp16) so that clipping sees the true gradient
-    norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), t.grad_clip or math.inf)
-    loss_value, norm_value = session.group.mean(torch.stack([loss.detach(), norm.float()]))
+    norm = gradient_norm(state.model.parameters(), t.grad_clip)
+    values = session.group.average(torch.stack([loss.detach(), norm.float()]))
     state.step += 1
-    _update(session, state, loss_value, norm_value)
+    _update(session, state, values)
     return lr
 
 
-def _update(session: _Session, state: TrainState, loss_value: float, norm_value: float) -> None:
-    """Take the optimizer step, or skip it when the loss or gradient is not finite (failing
-    beyond train.skip_nonfinite skips); whatever log, eval or save is due still happens."""
-    t, scaler = session.cfg.train, state.scaler
+def _update(session: _Session, state: TrainState, values: torch.Tensor) -> None:
+    """Take the optimizer step, skipped on the device when the loss or gradient is not finite;
+    the host hears of it at the next read (`_read_steps`)."""
+    scaler = state.scaler
     # under fp16 an overflowing gradient is the scaler's to handle: it skips that step
-    if math.isfinite(loss_value) and (math.isfinite(norm_value) or scaler.is_enabled()):
-        scaler.step(state.optimizer)
-        scaler.update()
-        state.hidden = detach_hidden(state.hidden)
-        state.window.loss += loss_value
-        state.window.steps += 1
-        return
+    finite = torch.isfinite(values[0] if scaler.is_enabled() else values).all()
+    skip_unless(state.optimizer, finite)
+    scaler.step(state.optimizer)
     scaler.update()
-    state.skipped_steps += 1
-    if state.skipped_steps > t.skip_nonfinite:
-        raise TrainingFailed(
-            f"step {state.step}: the loss or gradient is not finite ({loss_value}); training "
-            f"stopped and no checkpoint was overwritten (lower train.lr, set train.grad_clip, "
-            f"or allow skips with train.skip_nonfinite)")
-    session.emit("note", {"message": f"step {state.step}: non-finite loss, step skipped "
-                                     f"({state.skipped_steps} of {t.skip_nonfinite} allowed)"})
-    state.hidden = None
+    state.hidden = carry(state.hidden, finite)
+    state.readings.add(state.step, values)
+    if state.readings.full:
+        _read_steps(session, state)
+
+
+def _read_steps(session: _Session, state: TrainState) -> None:
+    """Read the steps' losses since the last read: the finite ones go into the log window, a
+    skipped one is said (failing beyond train.skip_nonfinite skips, before anything is saved)."""
+    t, scaled = session.cfg.train, state.scaler.is_enabled()
+    for step, loss, norm in state.readings.read():
+        if math.isfinite(loss) and (math.isfinite(norm) or scaled):
+            state.window.loss += loss
+            state.window.steps += 1
+            continue
+        state.skipped_steps += 1
+        if state.skipped_steps > t.skip_nonfinite:
+            raise TrainingFailed(
+                f"step {step}: the loss or gradient is not finite ({loss}); training stopped "
+                f"and no checkpoint was overwritten (lower train.lr, set train.grad_clip, or "
+                f"allow skips with train.skip_nonfinite)")
+        session.emit("note", {"message": f"step {step}: non-finite loss, step skipped "
+                                         f"({state.skipped_steps} of {t.skip_nonfinite} "
+                                         f"allowed)"})
 
 
 def _maybe_log(session: _Session, state: TrainState, lr: float) -> None:
     """Every log_every steps and at the last: the window's mean train loss and speed."""
-    t, window = session.cfg.train, state.window
-    if not ((state.step % t.log_every == 0 or state.step == t.max_steps) and window.steps):
+    t = session.cfg.train
+    if not (state.step % t.log_every == 0 or state.step == t.max_steps):
+        return
+    _read_steps(session, state)
+    window = state.window
+    if not window.steps:
         return
     now = time.monotonic()
     state.train_loss = window.mean()
@@ -458,6 +476,7 @@ def _evaluate(session: _Session, state: TrainState) -> None:
     """The validation loss (rank 0 scores, the others wait for it), logged and saved: best.pt
     too when it is the best so far."""
     group, t = session.group, session.cfg.train
+    _read_steps(session, state)  # a run that must stop stops before it is evaluated
     val_loss = 0.0
     if group.main:
         val_loss, _ = validation_loss(state.model, session.val_ids, group.device,
@@ -482,6 +501,7 @@ def _save(session: _Session, state: TrainState) -> None:
 def _checkpoint(session: _Session, state: TrainState, names: tuple[str, ...]) -> None:
     """Write the run's state; best.pt before last.pt, so that the best loss last.pt records is
     always one that best.pt holds, whenever a crash comes."""
+    _read_steps(session, state)  # its log window and skip count; a run that must stop stops
     if not _all_finite(state.model):
         raise TrainingFailed(f"step {state.step}: the weights are no longer finite; nothing was "
                              f"saved over the last good checkpoint (lower train.lr or set "
@@ -498,6 +518,7 @@ def _checkpoint(session: _Session, state: TrainState, names: tuple[str, ...]) ->
 def _finish(session: _Session, state: TrainState, stopped_by: str) -> None:
     """Save what the last save missed (evaluated, unless interrupted), or why the run stopped."""
     state.stopped_by = stopped_by
+    _read_steps(session, state)
     if state.step != state.saved_step:
         if state.window.steps:
             state.train_loss = state.window.mean()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from charrnn.config import Config
 from charrnn.checkpoint import load_checkpoint
 from charrnn.errors import CharRNNError, RunDirError
@@ -149,3 +151,20 @@ def check_same_text(state: dict, cfg: Config, data: dict, source: str) -> str | 
                           f"another --out")
     return (f"training goes on with another text, {source} ({change}), from an empty hidden "
             f"state")
+
+
+def inexact_resume(device: torch.device, cfg: Config) -> list[str]:
+    """Why a run resumed on `device` with `cfg` will not continue exactly as if it had never
+    stopped (README "Resuming"), if it will not: warnings for the resume log."""
+    m, t = cfg.model, cfg.train
+    limits = []
+    if device.type == "cuda" and m.dropout > 0 and m.num_layers > 1:
+        limits.append("this resumed run is not expected to continue exactly as if it had never "
+                      "stopped: on CUDA, cuDNN draws the dropout between recurrent layers "
+                      "(model.dropout > 0, model.num_layers > 1) from a state of its own, which "
+                      "restoring the RNG state re-seeds (on the CPU it continues exactly)")
+    if t.max_minutes:
+        limits.append("this resumed run does not continue exactly as if it had never stopped: "
+                      "with a time budget (train.max_minutes) it follows the clock, which "
+                      "decides when it stops and, with a cosine schedule, its learning rate")
+    return limits

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 
 from charrnn.checkpoint import capture_rng
+from charrnn.training.device_step import Readings, load_optimizer_state
 from charrnn.models import map_hidden
 from charrnn.training.schedule import Plan
 
@@ -78,6 +79,7 @@ class TrainState(Progress):
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     hidden: Any = None  # this rank's carried hidden state
+    readings: Readings = field(default_factory=lambda: Readings(1))  # the steps not yet read
     saved_step: int = -1  # the step last checkpointed (or resumed from)
     resumed_from: Optional[str] = None  # the checkpoint this session continues
     started: float = field(default_factory=time.monotonic)  # this session's clock
@@ -118,7 +120,7 @@ class TrainState(Progress):
         world size changed. The train loss and stop reason are this session's: none yet."""
         t = self.cfg.train
         self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
+        load_optimizer_state(self.optimizer, saved["optimizer"])
         for params in self.optimizer.param_groups:  # a resumed run may change it
             params["weight_decay"] = t.weight_decay
         p = Progress.read(saved)
