@@ -26,9 +26,9 @@ from charrnn.errors import ConfigError
 
 # Measured by benchmarks/adapt.py on Tiny Shakespeare's held-out tenth with a 10-minute LSTM
 # 2 x 256 (benchmarks/results/adapt-cpu2-2026-12-01.json; the README's eval section).
-DEFAULT_LR = 0.03
+DEFAULT_LR = 0.07
 DEFAULT_DECAY = 0.0
-DEFAULT_WINDOW = 50
+DEFAULT_WINDOW = 15
 DEFAULT_STREAMS = 1
 
 
