@@ -155,3 +155,56 @@ def test_coding_runs_on_one_thread_whatever_the_process_uses(tiny_run, monkeypat
     finally:
         torch.set_num_threads(before)
     assert seen and set(seen) == {1}
+
+
+REPEATED = b"bold birds sing in dark rooms, each one calm. " * 20  # unlike the demo's text
+
+
+@pytest.mark.parametrize("name", list(ODD_TEXTS))
+def test_adapt_round_trip_through_a_pipe(tiny_run, name):
+    """--adapt: the decoder repeats the encoder's learning steps (a window of 8: several steps
+    even in these short texts, escapes among what is learnt from), with no option of its own."""
+    data = ODD_TEXTS[name]
+    packed = charrnn("compress", "-c", tiny_run, "-q", "--adapt", "--adapt-window", "8",
+                     data=data)
+    assert packed.returncode == 0, packed.stderr.decode()
+    restored = charrnn("decompress", "-c", tiny_run, "-q", data=packed.stdout)
+    assert restored.returncode == 0, restored.stderr.decode()
+    assert restored.stdout == data
+
+
+def test_adapt_settings_travel_in_the_header_so_decoding_cannot_mismatch(tiny_run):
+    """Whatever the settings, decompress reads them from the file (it has no --adapt options);
+    a header whose settings were changed is an error, never a wrong text. Three streams over
+    1,501 characters: the last row is shorter, and learns only from what it has."""
+    import struct
+
+    from charrnn.analysis.adapt import AdaptSettings
+    from charrnn.cli.common import load_model
+    from charrnn.analysis.compress import _HEADER, CompressError, Header, compress, decompress
+
+    loaded = load_model(str(tiny_run), "cpu")
+    data = (ROOT / "data" / "foodchain.txt").read_bytes()[:1501]
+    settings = AdaptSettings(lr=0.05, decay=0.01, window=16, streams=3)
+    blob = compress(data, loaded.model, loaded.vocab, adapt=settings)
+    header = Header.unpack(blob)
+    assert (header.mode, header.adapt, header.streams) == ("adapt", settings, 3)
+    assert decompress(blob, loaded.model, loaded.vocab) == data
+    changed = bytearray(blob)
+    struct.pack_into("<d", changed, _HEADER.size, 0.5)  # another learning rate
+    with pytest.raises(CompressError):
+        decompress(bytes(changed), loaded.model, loaded.vocab)
+    refused = charrnn("decompress", "-c", tiny_run, "--adapt", data=blob)
+    assert refused.returncode == 2 and b"--adapt" in refused.stderr
+
+
+def test_adapting_makes_a_smaller_file_where_it_helps_and_keeps_the_model_file(run_copy):
+    import hashlib
+    before = {f.name: hashlib.sha256(f.read_bytes()).digest() for f in run_copy.iterdir()}
+    static = charrnn("compress", "-c", run_copy, "-q", data=REPEATED)
+    adapted = charrnn("compress", "-c", run_copy, "-q", "--adapt", data=REPEATED)
+    assert static.returncode == 0 and adapted.returncode == 0, adapted.stderr.decode()
+    assert len(adapted.stdout) < 0.8 * len(static.stdout), (len(adapted.stdout),
+                                                             len(static.stdout))
+    assert {f.name: hashlib.sha256(f.read_bytes()).digest()
+            for f in run_copy.iterdir()} == before

@@ -155,7 +155,7 @@ def test_a_config_error_is_printed_once_not_once_per_rank(tmp_path):
 
 
 def test_only_errors_of_one_rank_alone_are_said_by_ranks_other_than_0(monkeypatch):
-    from charrnn.cli.app.app.app import _said_by_rank_0
+    from charrnn.cli.app import _said_by_rank_0
     from charrnn.errors import DataError, DeviceError, TrainingFailed
     assert not _said_by_rank_0(ConfigError("x"))  # no launcher
     monkeypatch.setenv("LOCAL_RANK", "1")

@@ -9,7 +9,10 @@ same probabilities: the same path, the same batch layout, the same thread count.
 model does not know is coded as an escape symbol and then its code point.
 
 The file: a header (magic, format, mode, the model's fingerprint, the stream layout, the
-text's length and sha256), then the coder's words. The decoder checks the sha256 of what it
+text's length and sha256; in adapt mode the learning settings too), then the coder's words.
+With --adapt both sides learn as they read (charrnn.analysis.adapt): after every window of characters a
+stream has coded, encoder and decoder take the same gradient step on the same text (the window
+just coded, known to both), so their weights stay identical. The decoder checks the sha256 of what it
 restored, so a machine whose arithmetic differs fails loudly, never with a wrong text.
 """
 
@@ -23,17 +26,19 @@ from dataclasses import dataclass
 
 import torch
 
+from charrnn.analysis.adapt import Adapter, AdaptSettings
 from charrnn.errors import CharRNNError, DataError
 
 MAGIC = b"CHARRNNZ"
 FORMAT = 1
-MODES = {"static": 0}
+MODES = {"static": 0, "adapt": 1}
 STREAM_CHARS = 8192  # characters per stream at least: each stream starts without context
 MAX_STREAMS = 64
 ESCAPE_MASS = 1e-6  # probability kept for a character the model does not know
 CODE_POINT_BYTES = 3  # an escaped character's code point, byte by byte (0x10FFFF fits)
 _HEADER = struct.Struct("<8sHBBIQQ32s32sQ")  # magic, format, mode, threads, streams, chars,
 # bytes, text sha256, model fingerprint, coder words
+_ADAPT = struct.Struct("<ddI")  # in adapt mode, after the header: lr, decay, window
 
 
 class CompressError(CharRNNError):
@@ -50,11 +55,19 @@ class Header:
     text_sha256: bytes
     model_fingerprint: bytes
     words: int
+    adapt: "AdaptSettings | None" = None  # mode "adapt": how both sides learn
+
+    @property
+    def nbytes(self) -> int:
+        return _HEADER.size + (_ADAPT.size if self.mode == "adapt" else 0)
 
     def pack(self) -> bytes:
-        return _HEADER.pack(MAGIC, FORMAT, MODES[self.mode], self.threads, self.streams,
-                            self.chars, self.size, self.text_sha256, self.model_fingerprint,
-                            self.words)
+        packed = _HEADER.pack(MAGIC, FORMAT, MODES[self.mode], self.threads, self.streams,
+                              self.chars, self.size, self.text_sha256, self.model_fingerprint,
+                              self.words)
+        if self.mode == "adapt":
+            packed += _ADAPT.pack(self.adapt.lr, self.adapt.decay, self.adapt.window)
+        return packed
 
     @classmethod
     def unpack(cls, data: bytes) -> "Header":
@@ -70,7 +83,18 @@ class Header:
         names = {code: name for name, code in MODES.items()}
         if mode not in names:
             raise CompressError(f"unknown compression mode {mode}")
-        return cls(names[mode], threads, streams, chars, size, text_sha, fingerprint, words)
+        adapt = None
+        if names[mode] == "adapt":
+            if len(data) < _HEADER.size + _ADAPT.size:
+                raise CompressError("the compressed file is truncated (its header is incomplete)")
+            lr, decay, window = _ADAPT.unpack_from(data, _HEADER.size)
+            try:
+                adapt = AdaptSettings(lr=lr, decay=decay, window=window,
+                                      streams=min(max(streams, 1), 1024))
+            except CharRNNError as exc:
+                raise CompressError(f"the compressed file's header is corrupt ({exc})") from None
+        return cls(names[mode], threads, streams, chars, size, text_sha, fingerprint, words,
+                   adapt)
 
 
 def model_fingerprint(model, vocab) -> bytes:
@@ -98,11 +122,19 @@ class _Coder:
     times faster per step on a CPU than the fused module."""
 
     def __init__(self, model, vocab, streams: int):
-        self.vocab, self.streams = vocab, streams
+        self.model, self.vocab, self.streams = model, vocab, streams
         self.escape = len(vocab)  # the symbol after the vocab's last
         self.filler = vocab.index.get(" ", 0)  # what the model reads for an unknown character
+        self.restart(model.initial_state(max(streams, 1), torch.device("cpu")))
+
+    def restart(self, hidden) -> None:
+        """Step on from `hidden` with the model's weights as they are now."""
         with torch.inference_mode():
-            self.step = model.stepper(model.initial_state(max(streams, 1), torch.device("cpu")))
+            self.step = self.model.stepper(hidden)
+
+    def inputs(self, symbols: torch.Tensor) -> torch.Tensor:
+        """What the model reads for `symbols`: the filler for an escape."""
+        return torch.where(symbols == self.escape, self.filler, symbols)
 
     def first(self):
         """Every stream's first character: nothing read yet, so a uniform distribution."""
@@ -112,7 +144,7 @@ class _Coder:
     @torch.inference_mode()
     def after(self, symbols: torch.Tensor):
         """The distributions of the next symbols after each stream read `symbols` (S,)."""
-        ids = torch.where(symbols == self.escape, self.filler, symbols).view(-1, 1)
+        ids = self.inputs(symbols).view(-1, 1)
         probs = torch.softmax(self.step(ids).double(), dim=-1) * (1 - ESCAPE_MASS)
         return torch.cat([probs, torch.full((probs.size(0), 1), ESCAPE_MASS,
                                             dtype=torch.float64)], dim=1).numpy()
@@ -133,12 +165,15 @@ class _Streams:
     """The layout both sides share: `streams` rows of `length` characters, the text in row
     order; every row is full but the last, so the rows still read at step t are a prefix."""
 
-    def __init__(self, model, vocab, chars: int, streams: int | None = None):
+    def __init__(self, model, vocab, chars: int, streams: int | None = None,
+                 adapt: AdaptSettings | None = None):
         import constriction
         self.chars = chars
         self.streams, self.length = stream_layout(chars, streams)
         self.last = chars - (self.streams - 1) * self.length  # the last row's length
-        self.coder = _Coder(model.cpu().eval(), vocab, self.streams)
+        self.adapter = Adapter(model.cpu(), adapt) if adapt else None  # learns in a copy
+        self.coder = _Coder(self.adapter.model if adapt else model.cpu().eval(), vocab,
+                            self.streams)
         self.categorical = constriction.stream.model.Categorical(perfect=False)
         self.byte = constriction.stream.model.Uniform(256)
         self.symbols = None  # (streams, length): the encoder's text, or what the decoder read
@@ -150,10 +185,28 @@ class _Streams:
         """(t, the rows read at t, their probabilities); `symbols` (streams, length) must hold
         column t before the next step is taken."""
         probs = self.coder.first()
+        start, before = 0, self.coder.step.hidden  # the state before reading column `start`
         for t in range(self.length):
             yield t, self.live(t), probs
             if t + 1 < self.length:
+                if self.adapter and t - start == self.adapter.settings.window:
+                    self._learn(start, t, before)
+                    start, before = t, self.coder.step.hidden
+                    self.coder.restart(before)
                 probs = self.coder.after(torch.from_numpy(self.symbols[:, t]))
+
+    def _learn(self, start: int, end: int, before) -> None:
+        """The adapting model's step on the window both sides know: reading columns start ..
+        end - 1 from `before`, predicting columns start + 1 .. end of every row that has them
+        (an escaped character is read as the filler and never a target)."""
+        from charrnn.models.family import map_hidden
+        coder = self.coder
+        x = coder.inputs(torch.from_numpy(self.symbols[:, start:end]))
+        y = torch.from_numpy(self.symbols[:, start + 1:end + 1].copy())
+        keep = y != coder.escape
+        keep[-1, max(0, self.last - start - 1):] = False  # past the end of the last row
+        y[~keep] = 0
+        self.adapter.learn_window(x, y, map_hidden(torch.clone, before), keep)
 
 
 def _symbols(text: str, vocab, escape: int):
@@ -171,15 +224,18 @@ def _symbols(text: str, vocab, escape: int):
     return table[points], points
 
 
-def compress(data: bytes, model, vocab, *, streams: int | None = None) -> bytes:
-    """`data` (UTF-8 text, as its bytes) coded under `model`: the header and the coder's words."""
+def compress(data: bytes, model, vocab, *, streams: int | None = None,
+             adapt: AdaptSettings | None = None) -> bytes:
+    """`data` (UTF-8 text, as its bytes) coded under `model`: the header and the coder's words.
+    With `adapt` the model learns as it reads (in a copy: `model` is left as it is), in
+    `adapt.streams` streams unless `streams` says otherwise."""
     import constriction
     import numpy as np
 
     text = decode_utf8(data)
     encoder = constriction.stream.queue.RangeEncoder()
     with _coding_context():
-        layout = _Streams(model, vocab, len(text), streams)
+        layout = _Streams(model, vocab, len(text), streams or (adapt and adapt.streams), adapt)
         escape = layout.coder.escape
         flat, points = _symbols(text, vocab, escape)
         size = layout.streams * layout.length
@@ -193,8 +249,9 @@ def compress(data: bytes, model, vocab, *, streams: int | None = None) -> bytes:
                 point = int(points[row * layout.length + t])
                 encoder.encode(np.array(_code_point_bytes(point), dtype=np.int32), layout.byte)
     words = encoder.get_compressed()
-    header = Header("static", 1, layout.streams, len(text), len(data),
-                    hashlib.sha256(data).digest(), model_fingerprint(model, vocab), len(words))
+    header = Header("adapt" if adapt else "static", 1, layout.streams, len(text), len(data),
+                    hashlib.sha256(data).digest(), model_fingerprint(model, vocab), len(words),
+                    adapt)
     return header.pack() + words.astype("<u4").tobytes()
 
 
@@ -209,7 +266,7 @@ def decompress(blob: bytes, model, vocab) -> bytes:
         raise CompressError(f"the file was compressed with another model (its fingerprint "
                             f"{header.model_fingerprint.hex()[:16]}, this model's "
                             f"{fingerprint.hex()[:16]}): decompress it with that model")
-    body, expected = blob[_HEADER.size:], 4 * header.words
+    body, expected = blob[header.nbytes:], 4 * header.words
     if len(body) != expected:
         raise CompressError(f"the compressed file is "
                             f"{'truncated' if len(body) < expected else 'longer than its header says'}"
@@ -218,7 +275,7 @@ def decompress(blob: bytes, model, vocab) -> bytes:
                                                      .astype(np.uint32))
     try:
         with _coding_context():
-            layout = _Streams(model, vocab, header.chars, header.streams)
+            layout = _Streams(model, vocab, header.chars, header.streams, header.adapt)
             escape = layout.coder.escape
             layout.symbols = np.zeros((layout.streams, layout.length), dtype=np.int64)
             escaped = {}  # position in the text -> code point

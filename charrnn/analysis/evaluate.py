@@ -86,6 +86,14 @@ def evaluate_text(model, vocab: Vocab, text: str, device: torch.device, *, strea
     targets, and never inputs either (the model reads the text as if they were not there; its
     state is carried across the gap, not reset). The result's `skipped` counts them.
     """
+    ids, skipped = scored_ids(vocab, text, unknown)
+    loss, chars = stream_loss(model, ids, device, streams=streams, seq_len=seq_len)
+    return {**summarize(loss, chars), "skipped": skipped}
+
+
+def scored_ids(vocab: Vocab, text: str, unknown: str = "error") -> tuple[torch.Tensor, int]:
+    """The ids of `text` that are scored (see evaluate_text) and how many characters were
+    skipped."""
     missing = vocab.missing(text)
     if missing and unknown != "skip":
         raise DataError(f"the text holds {len(missing)} character(s) not in the model's vocab: "
@@ -95,8 +103,19 @@ def evaluate_text(model, vocab: Vocab, text: str, device: torch.device, *, strea
     if len(ids) < 2:
         raise DataError("the text to evaluate needs at least 2 characters"
                         + (" the model knows" if missing else ""))
-    loss, chars = stream_loss(model, ids, device, streams=streams, seq_len=seq_len)
-    return {**summarize(loss, chars), "skipped": len(text) - len(kept)}
+    return ids, len(text) - len(kept)
+
+
+def adapted_summary(model, ids: torch.Tensor, device: torch.device, settings) -> dict:
+    """The figures of dynamic evaluation (charrnn.analysis.adapt) of `ids`: summarize's, the seconds it
+    took and the settings. `model` is left unchanged."""
+    import time
+
+    from charrnn.analysis.adapt import adaptive_loss
+    started = time.perf_counter()
+    loss, chars = adaptive_loss(model, ids, device, settings)
+    return {**summarize(loss, chars), "seconds": round(time.perf_counter() - started, 2),
+            **settings.as_dict()}
 
 
 def training_validation_split(cfg, chars: list[str], trained_on: dict | None, *,

@@ -30,6 +30,9 @@ from charrnn import __version__
 from charrnn.cli.common import (CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, choose_checkpoint,
                                 flag_overrides, load_model, make_reporter,
                                 naming_checkpoint, train_config)
+from charrnn.cli.adapt import (ADAPT_DECAY_OPTION, ADAPT_LR_OPTION, ADAPT_OPTION,
+                               ADAPT_STREAMS_OPTION, ADAPT_WINDOW_OPTION, adapt_settings)
+from charrnn.cli.adapt import describe as describe_adapt
 from charrnn.cli.compress import compress_cmd, decompress_cmd
 from charrnn.cli.data import data_app
 from charrnn.cli.export import export_cmd
@@ -256,21 +259,33 @@ def eval_cmd(
         help="Characters the model has never seen: error (the default), or skip them, scoring "
              "the rest as if they were not in the text; their count is reported."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: loss, bpc, "
-                                                       "perplexity, chars, skipped."),
+                                                       "perplexity, chars, skipped (with "
+                                                       "--adapt: and adapted)."),
+    adapt: bool = ADAPT_OPTION,
+    adapt_lr: Optional[float] = ADAPT_LR_OPTION,
+    adapt_decay: Optional[float] = ADAPT_DECAY_OPTION,
+    adapt_window: Optional[int] = ADAPT_WINDOW_OPTION,
+    adapt_streams: Optional[int] = ADAPT_STREAMS_OPTION,
     device: str = DEVICE_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Measure how well a model predicts a text: loss (nats/char), bits per char, perplexity.
 
+    --adapt also scores it with a model that learns as it reads (dynamic evaluation), next to
+    the static figures.
+
     Example: charrnn eval --checkpoint runs/tiny data/foodchain.txt --json
     """
     from charrnn.text.data import read_text
-    from charrnn.analysis.evaluate import summarize, training_validation_split, validation_loss
+    from charrnn.analysis.evaluate import (adapted_summary, scored_ids, summarize,
+                                  training_validation_split, validation_loss)
     from charrnn.text.vocab import describe_chars
 
     if unknown not in ("error", "skip"):
         raise cli_errors.BadParameter(f"expected error or skip, got {unknown!r}",
                                       param_hint="'--unknown'")
+    settings = adapt_settings(adapt, adapt_lr, adapt_decay, adapt_window, adapt_streams)
+    started = time.perf_counter()
     reporter = make_reporter(quiet)
     text, what = None, None
     if text_file is not None:
@@ -282,6 +297,7 @@ def eval_cmd(
     with loaded.blame():
         if text is not None:
             result = loaded.api.score(text, unknown=unknown, log_probs=False).summary()
+            ids = scored_ids(loaded.vocab, text, unknown)[0] if settings else None
             reporter.info(loaded.note)
             reporter.info(f"scored {what} ({len(text):,} characters)")
             if result["skipped"]:
@@ -299,13 +315,26 @@ def eval_cmd(
                           f"({len(corpus.val):,} characters)")
             result = {**summarize(*validation_loss(loaded.model, corpus.val, loaded.device)),
                       "skipped": 0}
+            ids = corpus.val
+        if settings:
+            result["seconds"] = round(time.perf_counter() - started, 2)
+            reporter.info(f"scoring again while learning ({describe_adapt(settings)})")
+            result["adapted"] = adapted_summary(loaded.model, ids, loaded.device, settings)
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
-    else:
-        skipped = f"  skipped {result['skipped']:,}" if unknown == "skip" else ""
-        sys.stdout.write(f"loss {result['loss']:.4f} nats/char  bpc {result['bpc']:.4f}  "
-                         f"perplexity {result['perplexity']:.3f}  chars {result['chars']:,}"
-                         f"{skipped}\n")
+        return
+    skipped = f"  skipped {result['skipped']:,}" if unknown == "skip" else ""
+    line = lambda r, tail="": (f"loss {r['loss']:.4f} nats/char  bpc {r['bpc']:.4f}  "  # noqa: E731
+                               f"perplexity {r['perplexity']:.3f}  chars {r['chars']:,}{tail}")
+    if not settings:
+        sys.stdout.write(line(result, skipped) + "\n")
+        return
+    adapted = result["adapted"]
+    sys.stdout.write(f"static   {line(result, skipped)}  {result['seconds']:.1f} s\n"
+                     f"adapted  {line(adapted)}  {adapted['seconds']:.1f} s  "
+                     f"({describe_adapt(settings)})\n"
+                     f"gain     {result['loss'] - adapted['loss']:.4f} nats/char  "
+                     f"{result['bpc'] - adapted['bpc']:.4f} bpc\n")
 
 
 # ------------------------------------------------------------------------------------ info

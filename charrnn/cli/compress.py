@@ -1,5 +1,5 @@
 """`charrnn compress` and `charrnn decompress`: a text stored in the bits its model predicts
-(the work is in analysis/compress.py)."""
+(the work is in compress.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from charrnn.cli.adapt import (ADAPT_DECAY_OPTION, ADAPT_LR_OPTION, ADAPT_OPTION,
+                               ADAPT_STREAMS_OPTION, ADAPT_WINDOW_OPTION, adapt_settings)
 from charrnn.cli.common import CHECKPOINT_OPTION, QUIET_OPTION, load_model, make_reporter
 from charrnn.errors import DataError, MissingDependency
 
@@ -27,24 +29,32 @@ def compress_cmd(
                                           help="Parallel streams the text is cut into (default: "
                                                "by its length; more is faster, each costs a "
                                                "cold start)."),
+    adapt: bool = ADAPT_OPTION,
+    adapt_lr: Optional[float] = ADAPT_LR_OPTION,
+    adapt_decay: Optional[float] = ADAPT_DECAY_OPTION,
+    adapt_window: Optional[int] = ADAPT_WINDOW_OPTION,
+    adapt_streams: Optional[int] = ADAPT_STREAMS_OPTION,
     force: bool = FORCE_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Store a UTF-8 text in about as many bits as the model's loss on it (bits per character).
 
     Decompressing needs the same model file. The bytes are kept as they are (a byte-order mark,
-    CR LF); characters the model does not know are coded too, at a cost.
+    CR LF); characters the model does not know are coded too, at a cost. With --adapt the
+    model learns as it reads (smaller, slower); the file records how, so decompress needs no
+    option for it.
 
     Example: charrnn compress -c runs/shakespeare-cpu play.txt -o play.crz
     """
     _require_constriction()
+    settings = adapt_settings(adapt, adapt_lr, adapt_decay, adapt_window, adapt_streams)
     _refuse_terminal(out)
     data = _read(source)
     target = _check_out(out, force)
     loaded = load_model(checkpoint, "cpu")
     from charrnn.analysis.compress import compress
     with loaded.blame():
-        blob = compress(data, loaded.model, loaded.vocab, streams=streams)
+        blob = compress(data, loaded.model, loaded.vocab, streams=streams, adapt=settings)
     _write(target, blob)
     chars = len(data.decode("utf-8"))
     make_reporter(quiet).info(
