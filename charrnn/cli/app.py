@@ -11,7 +11,6 @@ import errno
 import json
 import math
 import os
-import shlex
 import signal
 import sys
 import time
@@ -27,14 +26,12 @@ except ImportError:  # pragma: no cover - older typer on top of click
     from click import exceptions as cli_errors
 
 from charrnn import __version__
-from charrnn.cli.common import (CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, choose_checkpoint,
-                                flag_overrides, load_model, make_reporter,
+from charrnn.cli.common import (QUIET_OPTION, choose_checkpoint,
+                                flag_overrides, make_reporter,
                                 naming_checkpoint, train_config)
-from charrnn.cli.adapt import (ADAPT_DECAY_OPTION, ADAPT_LR_OPTION, ADAPT_OPTION,
-                               ADAPT_STREAMS_OPTION, ADAPT_WINDOW_OPTION, adapt_settings)
-from charrnn.cli.adapt import describe as describe_adapt
 from charrnn.cli.compress import compress_cmd, decompress_cmd
 from charrnn.cli.data import data_app
+from charrnn.cli.evaluate import eval_cmd
 from charrnn.cli.export import export_cmd
 from charrnn.cli.plan import plan_cmd
 from charrnn.cli.tune import tune_cmd
@@ -242,99 +239,7 @@ app.command("plan")(plan_cmd)
 app.command("tune")(tune_cmd)
 app.command("compress")(compress_cmd)
 app.command("decompress")(decompress_cmd)
-
-
-# ------------------------------------------------------------------------------------ eval
-
-@app.command("eval")
-def eval_cmd(
-    text_file: Optional[str] = typer.Argument(
-        None, metavar="[TEXT_FILE|-]",
-        help="Text to score (- for stdin). Default: stdin when it is not a terminal and not "
-             "empty, else the validation split of the text the model was trained on.",
-        show_default=False),
-    checkpoint: Optional[str] = CHECKPOINT_OPTION,
-    unknown: str = typer.Option(
-        "error", "--unknown", metavar="error|skip",
-        help="Characters the model has never seen: error (the default), or skip them, scoring "
-             "the rest as if they were not in the text; their count is reported."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: loss, bpc, "
-                                                       "perplexity, chars, skipped (with "
-                                                       "--adapt: and adapted)."),
-    adapt: bool = ADAPT_OPTION,
-    adapt_lr: Optional[float] = ADAPT_LR_OPTION,
-    adapt_decay: Optional[float] = ADAPT_DECAY_OPTION,
-    adapt_window: Optional[int] = ADAPT_WINDOW_OPTION,
-    adapt_streams: Optional[int] = ADAPT_STREAMS_OPTION,
-    device: str = DEVICE_OPTION,
-    quiet: bool = QUIET_OPTION,
-) -> None:
-    """Measure how well a model predicts a text: loss (nats/char), bits per char, perplexity.
-
-    --adapt also scores it with a model that learns as it reads (dynamic evaluation), next to
-    the static figures.
-
-    Example: charrnn eval --checkpoint runs/tiny data/foodchain.txt --json
-    """
-    from charrnn.text.data import read_text
-    from charrnn.analysis.evaluate import (adapted_summary, scored_ids, summarize,
-                                  training_validation_split, validation_loss)
-    from charrnn.text.vocab import describe_chars
-
-    if unknown not in ("error", "skip"):
-        raise cli_errors.BadParameter(f"expected error or skip, got {unknown!r}",
-                                      param_hint="'--unknown'")
-    settings = adapt_settings(adapt, adapt_lr, adapt_decay, adapt_window, adapt_streams)
-    started = time.perf_counter()
-    reporter = make_reporter(quiet)
-    text, what = None, None
-    if text_file is not None:
-        text, what = read_text(text_file), ("stdin" if text_file == "-" else text_file)
-    elif sys.stdin is not None and not sys.stdin.isatty():
-        text, what = read_text("-"), "stdin"  # as wc does; an empty stdin means no text
-        text = text or None
-    loaded = load_model(checkpoint, device)
-    with loaded.blame():
-        if text is not None:
-            result = loaded.api.score(text, unknown=unknown, log_probs=False).summary()
-            ids = scored_ids(loaded.vocab, text, unknown)[0] if settings else None
-            reporter.info(loaded.note)
-            reporter.info(f"scored {what} ({len(text):,} characters)")
-            if result["skipped"]:
-                reporter.info(f"skipped {result['skipped']:,} occurrence(s) of "
-                              f"{describe_chars(loaded.vocab.missing(text))}: not in the "
-                              f"model's vocab")
-        else:
-            corpus, warning = training_validation_split(
-                loaded.cfg, loaded.vocab.chars, loaded.trained_on,
-                score_command=f"charrnn eval -c {shlex.quote(str(loaded.path))}")
-            reporter.info(loaded.note)
-            if warning:
-                reporter.warn(warning)
-            reporter.info(f"scoring the validation split of {corpus.source} "
-                          f"({len(corpus.val):,} characters)")
-            result = {**summarize(*validation_loss(loaded.model, corpus.val, loaded.device)),
-                      "skipped": 0}
-            ids = corpus.val
-        if settings:
-            result["seconds"] = round(time.perf_counter() - started, 2)
-            reporter.info(f"scoring again while learning ({describe_adapt(settings)})")
-            result["adapted"] = adapted_summary(loaded.model, ids, loaded.device, settings)
-    if as_json:
-        sys.stdout.write(json.dumps(result) + "\n")
-        return
-    skipped = f"  skipped {result['skipped']:,}" if unknown == "skip" else ""
-    line = lambda r, tail="": (f"loss {r['loss']:.4f} nats/char  bpc {r['bpc']:.4f}  "  # noqa: E731
-                               f"perplexity {r['perplexity']:.3f}  chars {r['chars']:,}{tail}")
-    if not settings:
-        sys.stdout.write(line(result, skipped) + "\n")
-        return
-    adapted = result["adapted"]
-    sys.stdout.write(f"static   {line(result, skipped)}  {result['seconds']:.1f} s\n"
-                     f"adapted  {line(adapted)}  {adapted['seconds']:.1f} s  "
-                     f"({describe_adapt(settings)})\n"
-                     f"gain     {result['loss'] - adapted['loss']:.4f} nats/char  "
-                     f"{result['bpc'] - adapted['bpc']:.4f} bpc\n")
+app.command("eval")(eval_cmd)
 
 
 # ------------------------------------------------------------------------------------ info

@@ -1,5 +1,5 @@
 """`charrnn compress` and `charrnn decompress`: a text stored in the bits its model predicts
-(the work is in compress.py)."""
+(the work is in analysis/compress.py)."""
 
 from __future__ import annotations
 
