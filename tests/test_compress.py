@@ -208,3 +208,59 @@ def test_adapting_makes_a_smaller_file_where_it_helps_and_keeps_the_model_file(r
                                                              len(static.stdout))
     assert {f.name: hashlib.sha256(f.read_bytes()).digest()
             for f in run_copy.iterdir()} == before
+
+
+@pytest.mark.parametrize("name", list(ODD_TEXTS))
+def test_scratch_round_trip_needs_no_model_file(tmp_path, name):
+    """--scratch: no -c on either side, and no run anywhere to fall back on; the decoder
+    rebuilds the model and repeats its learning from what the file records."""
+    data = ODD_TEXTS[name] * 3
+    env = {**cli_env(), "CHARRNN_CHECKPOINT": ""}
+    run = lambda *args, data: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "charrnn", *args], input=data, capture_output=True,
+        cwd=tmp_path, env=env, timeout=300)
+    packed = run("compress", "--scratch", "--streams", "2", "-q", data=data)
+    assert packed.returncode == 0, packed.stderr.decode()
+    restored = run("decompress", "-q", data=packed.stdout)
+    assert restored.returncode == 0, restored.stderr.decode()
+    assert restored.stdout == data
+
+
+def test_a_scratch_model_learns_as_it_reads():
+    """A text that repeats costs far less than its alphabet's uniform code once the model has
+    learnt it (an untrained model would pay about the uniform cost all the way)."""
+    from charrnn.analysis.compress import Header, compress, decompress
+    from charrnn.analysis.scratch import ScratchPlan
+
+    data = REPEATED * 3
+    blob = compress(data, scratch=ScratchPlan(hidden_size=64, streams=2, window=8, lr=0.01))
+    header = Header.unpack(blob)
+    uniform_bits = len(data) * math.log2(len(set(data.decode())) + 1)
+    assert 8 * (len(blob) - header.nbytes) < 0.35 * uniform_bits
+    assert decompress(blob) == data
+
+
+def test_the_scratch_plan_travels_in_the_header_and_a_changed_one_is_refused():
+    import json
+
+    from charrnn.analysis.compress import CompressError, Header, compress, decompress
+    from charrnn.analysis.scratch import ScratchPlan, read_description
+
+    data = (ROOT / "data" / "foodchain.txt").read_bytes()[:2000]
+    plan = ScratchPlan(hidden_size=32, streams=3, window=8, seed=7)
+    blob = compress(data, scratch=plan)
+    header = Header.unpack(blob)
+    found, alphabet, versions = read_description(header.scratch)
+    assert (header.mode, found, alphabet) == ("scratch", plan, "".join(sorted(set(data.decode()))))
+    assert versions["charrnn"] and versions["torch"]
+    changed = header.scratch.replace(b'"seed": 7', b'"seed": 8')
+    assert changed != header.scratch and json.loads(changed)
+    with pytest.raises(CompressError, match="corrupt"):
+        decompress(blob.replace(header.scratch, changed))
+
+
+def test_scratch_refuses_a_model_or_adapt(tiny_run):
+    for extra in (["-c", str(tiny_run)], ["--adapt"]):
+        proc = charrnn("compress", "--scratch", *extra, data=b"sharks")
+        assert proc.returncode == 2 and proc.stdout == b""
+        assert proc.stderr.decode().startswith("error: --scratch uses no model file")

@@ -72,6 +72,11 @@ class Adapter:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.trained = [p.detach().clone() for p in self.params] if settings.decay else None
 
+    @property
+    def window(self) -> int:
+        """Characters per stream between two learning steps."""
+        return self.settings.window
+
     def learn(self, loss: "torch.Tensor") -> None:
         """One step down the gradient of `loss` (a scalar computed by `self.model`)."""
         import torch

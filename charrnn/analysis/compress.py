@@ -14,6 +14,8 @@ With --adapt both sides learn as they read (charrnn.analysis.adapt): after every
 stream has coded, encoder and decoder take the same gradient step on the same text (the window
 just coded, known to both), so their weights stay identical. The decoder checks the sha256 of what it
 restored, so a machine whose arithmetic differs fails loudly, never with a wrong text.
+With --scratch there is no model file: both sides build the same model from a seed and learn
+as they read (charrnn.analysis.scratch); the header records the plan and the alphabet.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from charrnn.errors import CharRNNError, DataError
 
 MAGIC = b"CHARRNNZ"
 FORMAT = 1
-MODES = {"static": 0, "adapt": 1}
+MODES = {"static": 0, "adapt": 1, "scratch": 2}
 STREAM_CHARS = 8192  # characters per stream at least: each stream starts without context
 MAX_STREAMS = 64
 ESCAPE_MASS = 1e-6  # probability kept for a character the model does not know
@@ -39,6 +41,7 @@ CODE_POINT_BYTES = 3  # an escaped character's code point, byte by byte (0x10FFF
 _HEADER = struct.Struct("<8sHBBIQQ32s32sQ")  # magic, format, mode, threads, streams, chars,
 # bytes, text sha256, model fingerprint, coder words
 _ADAPT = struct.Struct("<ddI")  # in adapt mode, after the header: lr, decay, window
+_SCRATCH = struct.Struct("<I")  # in scratch mode, after the header: the description's bytes
 
 
 class CompressError(CharRNNError):
@@ -56,10 +59,12 @@ class Header:
     model_fingerprint: bytes
     words: int
     adapt: "AdaptSettings | None" = None  # mode "adapt": how both sides learn
+    scratch: bytes = b""  # mode "scratch": the model and its learning (scratch.describe)
 
     @property
     def nbytes(self) -> int:
-        return _HEADER.size + (_ADAPT.size if self.mode == "adapt" else 0)
+        extra = {"adapt": _ADAPT.size, "scratch": _SCRATCH.size + len(self.scratch)}
+        return _HEADER.size + extra.get(self.mode, 0)
 
     def pack(self) -> bytes:
         packed = _HEADER.pack(MAGIC, FORMAT, MODES[self.mode], self.threads, self.streams,
@@ -67,6 +72,8 @@ class Header:
                               self.words)
         if self.mode == "adapt":
             packed += _ADAPT.pack(self.adapt.lr, self.adapt.decay, self.adapt.window)
+        if self.mode == "scratch":
+            packed += _SCRATCH.pack(len(self.scratch)) + self.scratch
         return packed
 
     @classmethod
@@ -83,18 +90,28 @@ class Header:
         names = {code: name for name, code in MODES.items()}
         if mode not in names:
             raise CompressError(f"unknown compression mode {mode}")
-        adapt = None
+        adapt, scratch = None, b""
         if names[mode] == "adapt":
-            if len(data) < _HEADER.size + _ADAPT.size:
-                raise CompressError("the compressed file is truncated (its header is incomplete)")
-            lr, decay, window = _ADAPT.unpack_from(data, _HEADER.size)
+            lr, decay, window = _unpack_after(_ADAPT, data)
             try:
                 adapt = AdaptSettings(lr=lr, decay=decay, window=window,
                                       streams=min(max(streams, 1), 1024))
             except CharRNNError as exc:
                 raise CompressError(f"the compressed file's header is corrupt ({exc})") from None
+        if names[mode] == "scratch":
+            length, = _unpack_after(_SCRATCH, data)
+            scratch = data[_HEADER.size + _SCRATCH.size:_HEADER.size + _SCRATCH.size + length]
+            if len(scratch) != length:
+                raise CompressError("the compressed file is truncated (its header is incomplete)")
         return cls(names[mode], threads, streams, chars, size, text_sha, fingerprint, words,
-                   adapt)
+                   adapt, scratch)
+
+
+def _unpack_after(part: struct.Struct, data: bytes) -> tuple:
+    """The fields of the header part `part` that follows the fixed header."""
+    if len(data) < _HEADER.size + part.size:
+        raise CompressError("the compressed file is truncated (its header is incomplete)")
+    return part.unpack_from(data, _HEADER.size)
 
 
 def model_fingerprint(model, vocab) -> bytes:
@@ -165,14 +182,15 @@ class _Streams:
     """The layout both sides share: `streams` rows of `length` characters, the text in row
     order; every row is full but the last, so the rows still read at step t are a prefix."""
 
-    def __init__(self, model, vocab, chars: int, streams: int | None = None,
-                 adapt: AdaptSettings | None = None):
+    def __init__(self, model, vocab, chars: int, streams: int | None = None, learner=None):
+        """`learner` (an Adapter or a scratch Learner: its `model` is the one coded with, and
+        it learns every `window` columns) or None (`model` codes, as it is)."""
         import constriction
         self.chars = chars
         self.streams, self.length = stream_layout(chars, streams)
         self.last = chars - (self.streams - 1) * self.length  # the last row's length
-        self.adapter = Adapter(model.cpu(), adapt) if adapt else None  # learns in a copy
-        self.coder = _Coder(self.adapter.model if adapt else model.cpu().eval(), vocab,
+        self.learner = learner
+        self.coder = _Coder(learner.model if learner else model.cpu().eval(), vocab,
                             self.streams)
         self.categorical = constriction.stream.model.Categorical(perfect=False)
         self.byte = constriction.stream.model.Uniform(256)
@@ -189,14 +207,14 @@ class _Streams:
         for t in range(self.length):
             yield t, self.live(t), probs
             if t + 1 < self.length:
-                if self.adapter and t - start == self.adapter.settings.window:
+                if self.learner and t - start == self.learner.window:
                     self._learn(start, t, before)
                     start, before = t, self.coder.step.hidden
                     self.coder.restart(before)
                 probs = self.coder.after(torch.from_numpy(self.symbols[:, t]))
 
     def _learn(self, start: int, end: int, before) -> None:
-        """The adapting model's step on the window both sides know: reading columns start ..
+        """The learning model's step on the window both sides know: reading columns start ..
         end - 1 from `before`, predicting columns start + 1 .. end of every row that has them
         (an escaped character is read as the filler and never a target)."""
         from charrnn.models.family import map_hidden
@@ -206,7 +224,8 @@ class _Streams:
         keep = y != coder.escape
         keep[-1, max(0, self.last - start - 1):] = False  # past the end of the last row
         y[~keep] = 0
-        self.adapter.learn_window(x, y, map_hidden(torch.clone, before), keep)
+        with torch.backends.mkldnn.flags(enabled=True):  # oneDNN: 2-4x faster over a window
+            self.learner.learn_window(x, y, map_hidden(torch.clone, before), keep)
 
 
 def _symbols(text: str, vocab, escape: int):
@@ -224,20 +243,68 @@ def _symbols(text: str, vocab, escape: int):
     return table[points], points
 
 
-def compress(data: bytes, model, vocab, *, streams: int | None = None,
-             adapt: AdaptSettings | None = None) -> bytes:
+@dataclass
+class _Model:
+    """What codes a text, as both sides build it: the model (or the learner holding it), its
+    vocab, the stream count, and what the header records of it."""
+
+    mode: str
+    vocab: object
+    streams: int | None
+    fingerprint: bytes
+    model: object = None
+    learner: object = None
+    adapt: AdaptSettings | None = None
+    scratch: bytes = b""
+
+    def layout(self, chars: int) -> "_Streams":
+        return _Streams(self.model, self.vocab, chars, self.streams, self.learner)
+
+    def header(self, layout: "_Streams", data: bytes, words: int) -> Header:
+        return Header(self.mode, 1, layout.streams, layout.chars, len(data),
+                      hashlib.sha256(data).digest(), self.fingerprint, words, self.adapt,
+                      self.scratch)
+
+
+def _given_model(model, vocab, streams: int | None, adapt: AdaptSettings | None) -> _Model:
+    """A trained model, as it is or adapting (in a copy: `model` is left as it is)."""
+    return _Model("adapt" if adapt else "static", vocab, streams or (adapt and adapt.streams),
+                  model_fingerprint(model, vocab), model=model,
+                  learner=Adapter(model.cpu(), adapt) if adapt else None, adapt=adapt)
+
+
+def _scratch_model(description: bytes) -> _Model:
+    """The untrained model a scratch file's description names, learning as it reads."""
+    from charrnn.analysis.scratch import Learner, read_description
+    from charrnn.text.vocab import Vocab
+
+    plan, alphabet, _ = read_description(description)
+    learner = Learner(plan, len(alphabet))
+    return _Model("scratch", Vocab(list(alphabet)), plan.streams,
+                  hashlib.sha256(description).digest(), learner=learner, scratch=description)
+
+
+def compress(data: bytes, model=None, vocab=None, *, streams: int | None = None,
+             adapt: AdaptSettings | None = None, scratch=None) -> bytes:
     """`data` (UTF-8 text, as its bytes) coded under `model`: the header and the coder's words.
     With `adapt` the model learns as it reads (in a copy: `model` is left as it is), in
-    `adapt.streams` streams unless `streams` says otherwise."""
+    `adapt.streams` streams unless `streams` says otherwise. With `scratch` (a ScratchPlan)
+    there is no model: one is built from the plan's seed and learns as it reads."""
     import constriction
     import numpy as np
 
     text = decode_utf8(data)
     encoder = constriction.stream.queue.RangeEncoder()
     with _coding_context():
-        layout = _Streams(model, vocab, len(text), streams or (adapt and adapt.streams), adapt)
+        if scratch is not None:
+            from charrnn.analysis.scratch import describe
+            coding = _scratch_model(describe(scratch.with_streams(streams),
+                                             "".join(sorted(set(text)))))
+        else:
+            coding = _given_model(model, vocab, streams, adapt)
+        layout = coding.layout(len(text))
         escape = layout.coder.escape
-        flat, points = _symbols(text, vocab, escape)
+        flat, points = _symbols(text, coding.vocab, escape)
         size = layout.streams * layout.length
         layout.symbols = np.zeros(size, dtype=np.int64)
         layout.symbols[:len(flat)] = flat
@@ -249,23 +316,21 @@ def compress(data: bytes, model, vocab, *, streams: int | None = None,
                 point = int(points[row * layout.length + t])
                 encoder.encode(np.array(_code_point_bytes(point), dtype=np.int32), layout.byte)
     words = encoder.get_compressed()
-    header = Header("adapt" if adapt else "static", 1, layout.streams, len(text), len(data),
-                    hashlib.sha256(data).digest(), model_fingerprint(model, vocab), len(words),
-                    adapt)
-    return header.pack() + words.astype("<u4").tobytes()
+    return coding.header(layout, data, len(words)).pack() + words.astype("<u4").tobytes()
 
 
-def decompress(blob: bytes, model, vocab) -> bytes:
-    """The original bytes of `blob`; an error if the model, the file or the result is wrong."""
+def needs_model(blob: bytes) -> bool:
+    """Whether decompressing `blob` needs the model file it was made with (all but scratch)."""
+    return Header.unpack(blob).mode != "scratch"
+
+
+def decompress(blob: bytes, model=None, vocab=None) -> bytes:
+    """The original bytes of `blob`; an error if the model, the file or the result is wrong.
+    A scratch file needs no model (`model` is then ignored)."""
     import constriction
     import numpy as np
 
     header = Header.unpack(blob)
-    fingerprint = model_fingerprint(model, vocab)
-    if fingerprint != header.model_fingerprint:
-        raise CompressError(f"the file was compressed with another model (its fingerprint "
-                            f"{header.model_fingerprint.hex()[:16]}, this model's "
-                            f"{fingerprint.hex()[:16]}): decompress it with that model")
     body, expected = blob[header.nbytes:], 4 * header.words
     if len(body) != expected:
         raise CompressError(f"the compressed file is "
@@ -275,7 +340,8 @@ def decompress(blob: bytes, model, vocab) -> bytes:
                                                      .astype(np.uint32))
     try:
         with _coding_context():
-            layout = _Streams(model, vocab, header.chars, header.streams, header.adapt)
+            coding = _decoding_model(header, model, vocab)
+            layout = coding.layout(header.chars)
             escape = layout.coder.escape
             layout.symbols = np.zeros((layout.streams, layout.length), dtype=np.int64)
             escaped = {}  # position in the text -> code point
@@ -287,12 +353,48 @@ def decompress(blob: bytes, model, vocab) -> bytes:
                         decoder.decode(layout.byte, CODE_POINT_BYTES))
     except (ValueError, OverflowError) as exc:
         raise CompressError(f"the compressed data is corrupt ({exc})") from None
-    data = _text_of(layout.symbols.reshape(-1)[:header.chars], escaped, vocab)
+    data = _text_of(layout.symbols.reshape(-1)[:header.chars], escaped, coding.vocab)
     if hashlib.sha256(data).digest() != header.text_sha256 or len(data) != header.size:
         raise CompressError("the restored text does not match the original's sha256: the file "
                             "is corrupt, or this machine's arithmetic differs from the one "
-                            "that compressed it (nothing was written)")
+                            f"that compressed it{_versions_note(header)} (nothing was written)")
     return data
+
+
+def _decoding_model(header: Header, model, vocab) -> _Model:
+    """The model the file's header names: built from its description (scratch), else `model`
+    once its fingerprint is the file's."""
+    if header.mode == "scratch":
+        if hashlib.sha256(header.scratch).digest() != header.model_fingerprint:
+            raise CompressError("the compressed file's header is corrupt (its model description "
+                                "does not match its hash)")
+        try:
+            return _scratch_model(header.scratch)
+        except CharRNNError as exc:
+            raise CompressError(str(exc)) from None
+    if model is None:
+        raise CompressError("this file was compressed with a model: give it (-c MODEL)")
+    fingerprint = model_fingerprint(model, vocab)
+    if fingerprint != header.model_fingerprint:
+        raise CompressError(f"the file was compressed with another model (its fingerprint "
+                            f"{header.model_fingerprint.hex()[:16]}, this model's "
+                            f"{fingerprint.hex()[:16]}): decompress it with that model")
+    return _given_model(model, vocab, header.streams, header.adapt)
+
+
+def _versions_note(header: Header) -> str:
+    """For a scratch file made by another charrnn or torch: which (the likely cause)."""
+    if header.mode != "scratch":
+        return ""
+    import torch
+
+    import charrnn
+    from charrnn.analysis.scratch import read_description
+    _, _, made = read_description(header.scratch)
+    here = {"charrnn": charrnn.__version__, "torch": torch.__version__}
+    differ = [f"{name} {made[name]} there, {here[name]} here" for name in here
+              if made.get(name) != here[name]]
+    return f" ({'; '.join(differ)})" if differ else ""
 
 
 def _text_of(symbols, escaped: dict, vocab) -> bytes:

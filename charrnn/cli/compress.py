@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -34,32 +35,58 @@ def compress_cmd(
     adapt_decay: Optional[float] = ADAPT_DECAY_OPTION,
     adapt_window: Optional[int] = ADAPT_WINDOW_OPTION,
     adapt_streams: Optional[int] = ADAPT_STREAMS_OPTION,
+    scratch: bool = typer.Option(False, "--scratch",
+                                 help="No model file: a model starts from a seed and learns as "
+                                      "it reads, so the compressed file alone is enough to "
+                                      "decompress (slower; best on texts of a megabyte or "
+                                      "more)."),
     force: bool = FORCE_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Store a UTF-8 text in about as many bits as the model's loss on it (bits per character).
 
-    Decompressing needs the same model file. The bytes are kept as they are (a byte-order mark,
-    CR LF); characters the model does not know are coded too, at a cost. With --adapt the
-    model learns as it reads (smaller, slower); the file records how, so decompress needs no
-    option for it.
+    Decompressing needs the same model file, except with --scratch. The bytes are kept as they
+    are (a byte-order mark, CR LF); characters the model does not know are coded too, at a
+    cost. With --adapt the model learns as it reads (smaller, slower); the file records how, so
+    decompress needs no option for it.
 
     Example: charrnn compress -c runs/shakespeare-cpu play.txt -o play.crz
     """
     _require_constriction()
     settings = adapt_settings(adapt, adapt_lr, adapt_decay, adapt_window, adapt_streams)
+    if scratch and (checkpoint or settings):
+        raise DataError(f"--scratch uses no model file: leave out "
+                        f"{'-c/--checkpoint' if checkpoint else '--adapt'}")
     _refuse_terminal(out)
     data = _read(source)
     target = _check_out(out, force)
-    loaded = load_model(checkpoint, "cpu")
-    from charrnn.analysis.compress import compress
-    with loaded.blame():
-        blob = compress(data, loaded.model, loaded.vocab, streams=streams, adapt=settings)
+    started = time.perf_counter()
+    if scratch:
+        blob, note = _compress_from_scratch(data, streams)
+    else:
+        blob, note = _compress_with_model(data, checkpoint, streams, settings)
     _write(target, blob)
     chars = len(data.decode("utf-8"))
     make_reporter(quiet).info(
-        f"{loaded.note}: {len(data):,} bytes -> {len(blob):,} bytes"
-        + (f" ({8 * len(blob) / chars:.3f} bits per character)" if chars else ""))
+        f"{note}: {len(data):,} bytes -> {len(blob):,} bytes"
+        + (f" ({8 * len(blob) / chars:.3f} bits per character)" if chars else "")
+        + f" in {time.perf_counter() - started:.1f} s")
+
+
+def _compress_with_model(data: bytes, checkpoint, streams, settings) -> tuple[bytes, str]:
+    loaded = load_model(checkpoint, "cpu")
+    from charrnn.analysis.compress import compress
+    with loaded.blame():
+        return compress(data, loaded.model, loaded.vocab, streams=streams,
+                        adapt=settings), loaded.note
+
+
+def _compress_from_scratch(data: bytes, streams) -> tuple[bytes, str]:
+    from charrnn.analysis.compress import compress
+    from charrnn.analysis.scratch import ScratchPlan
+    plan = ScratchPlan()
+    return (compress(data, scratch=plan, streams=streams),
+            f"from scratch ({plan.family} {plan.num_layers}x{plan.hidden_size})")
 
 
 def decompress_cmd(
@@ -69,7 +96,8 @@ def decompress_cmd(
     force: bool = FORCE_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
-    """Restore a text `charrnn compress` stored, byte for byte, with the model it used.
+    """Restore a text `charrnn compress` stored, byte for byte, with the model it used (a file
+    made with --scratch needs none: -c is not needed, and ignored).
 
     What it restored is checked against the original's sha256 before a byte is written.
 
@@ -78,12 +106,15 @@ def decompress_cmd(
     _require_constriction()
     blob = _read(source)
     target = _check_out(out, force)
-    loaded = load_model(checkpoint, "cpu")
-    from charrnn.analysis.compress import decompress
-    with loaded.blame():
-        data = decompress(blob, loaded.model, loaded.vocab)
+    from charrnn.analysis.compress import decompress, needs_model
+    if needs_model(blob):
+        loaded = load_model(checkpoint, "cpu")
+        with loaded.blame():
+            data, note = decompress(blob, loaded.model, loaded.vocab), loaded.note
+    else:
+        data, note = decompress(blob), "from scratch"
     _write(target, data)
-    make_reporter(quiet).info(f"{loaded.note}: restored {len(data):,} bytes")
+    make_reporter(quiet).info(f"{note}: restored {len(data):,} bytes")
 
 
 def _require_constriction() -> None:
