@@ -210,3 +210,117 @@ def test_lean_bare_sampling_step_computes_what_the_module_computes():
         for t in range(4, 12):
             got = step.step(ids[0, t:t + 1])
             assert torch.allclose(got, want[:, t] / 0.5, atol=1e-5), t
+
+
+def _harness_module(name: str):
+    import importlib
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_compress_group_runs_in_quick_mode_only_when_named():
+    cli = _harness_module("harness.cli")
+    assert "compress" in cli.parse_args([]).only  # `make bench` measures it
+    assert "compress" not in cli.parse_args(["--quick"]).only  # `make bench-quick` stays short
+    assert cli.parse_args(["--quick", "--only", "compress"]).only == ["compress"]
+    args = cli.parse_args(["--compress-model", "runs/x", "--set", "compress_chars=5000",
+                           "--set", "compress_adapt=true"])
+    assert args.compress_model == "runs/x"
+    assert args.settings == {"compress_chars": 5000, "compress_adapt": True}
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--set", "no_such_setting=1"])
+
+
+def test_compress_mixed_text_holds_what_a_shakespeare_model_lacks():
+    compress = _harness_module("harness.compress")
+    source = compress.SHAKESPEARE.read_text(encoding="utf-8")[:5000]
+    data = compress.mixed_text(source, 60_000)
+    assert 60_000 - 4 <= len(data) <= 60_000 and data == compress.mixed_text(source, 60_000)
+    text = data.decode("utf-8")  # whole characters only
+    assert text.startswith("\ufeff") and "\r\n" in text and "\n" in text.replace("\r\n", "")
+    assert {c for c in text if ord(c) > 0xFFFF} and {c for c in text if 0x4E00 <= ord(c) <= 0x9FFF}
+
+
+def test_compress_round_trip_in_process_is_exact_on_mixed_text():
+    import torch
+    from charrnn.config import ModelConfig
+    from charrnn.models import build_model
+    from charrnn.text.vocab import Vocab
+    compress = _harness_module("harness.compress")
+    source = compress.SHAKESPEARE.read_text(encoding="utf-8")[:20_000]
+    vocab = Vocab.from_text(source)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(type="lstm", embedding_dim=8, hidden_size=16, num_layers=1,
+                                    dropout=0.0), len(vocab)).eval()
+    data = compress.mixed_text(source, 30_000)
+    trip = compress.round_trip(model, vocab, data, streams=64)
+    assert trip["exact"] is True and trip["bytes"] > 0
+    assert trip["seconds"] > 0 and trip["decompress_seconds"] > 0
+
+
+def test_compress_size_targets_follow_the_model_measured():
+    compress = _harness_module("harness.compress")
+    m = {"chars": 1000, "static": {"bytes": 300, "seconds": 2.0, "decompress_seconds": 2.5,
+                                   "exact": True},
+         "baselines": {"xz -9e": 400, "bzip2 -9": 380}, "predicted": 290,
+         "compress_seconds": [2.0], "eval_seconds": [1.0]}
+
+    def targets(kind):
+        rows = compress.static_rows(m, kind, "some model")
+        return {r["name"]: r["target"] and r["target"]["value"] for r in rows}, rows
+
+    given, rows = targets("given")
+    assert given["compress vs xz -9e"] == 0.75 and given["compress vs bzip2 -9"] == 0.85
+    bench_model, _ = targets("bench")
+    assert bench_model["compress vs xz -9e"] == 0.85 and bench_model["compress vs bzip2 -9"] is None
+    small, _ = targets("small")  # a model of a few dozen steps: sizes reported, no target
+    assert small["compress vs xz -9e"] is None and small["compress vs bzip2 -9"] is None
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["compress vs xz -9e"]["ratio"] == 0.75
+    assert by_name["compress vs eval's loss"]["ratio"] == 300 / (290 + 512)
+    assert by_name["compress round trip"]["met"] is True
+    assert by_name["compress speed vs eval"]["ratio"] == 0.5
+    assert all(r["model"] == "some model" for r in rows)
+    m["static"]["exact"] = False
+    assert {r["name"]: r["met"] for r in compress.static_rows(m, "given", "x")}[
+        "compress round trip"] is False
+
+
+@pytest.mark.slow
+def test_bench_quick_compress_group(tmp_path):
+    out = tmp_path / "c.json"
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--quick",
+                          "--only", "compress", "--out", str(out)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
+    for name in ("compress vs xz -9e", "compress vs bzip2 -9", "compress vs eval's loss",
+                 "compress round trip", "compress speed vs eval", "compress round trip 0.2 MB"):
+        assert rows[name]["group"] == "compress" and f"| {name}" in res.stdout, name
+    assert rows["compress round trip"]["met"] and rows["compress round trip 0.2 MB"]["met"]
+    assert rows["compress vs eval's loss"]["met"]
+    assert not [name for name in rows if "--adapt" in name]  # full mode only
+
+
+@pytest.mark.slow
+def test_bench_compress_full_mode_runs_at_reduced_sizes(tmp_path):
+    """Full mode's own paths (the bench trains the model for minutes, --adapt, the 10 MB round
+    trip), at sizes that take a minute."""
+    out = tmp_path / "c.json"
+    sets = ["compress_minutes=0.05", "compress_chars=3000", "compress_repeats=2",
+            "compress_roundtrip_bytes=100000"]
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--only",
+                          "compress", "--out", str(out), "--threads", "1",
+                          *[a for s in sets for a in ("--set", s)]], cwd=ROOT,
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["compress vs xz -9e"]["target"]["value"] == 0.85
+    assert rows["compress vs xz -9e"]["model"] == "trained 0.05 min by the bench"
+    assert rows["compress --adapt round trip"]["met"] and rows["compress round trip"]["met"]
+    assert rows["compress --adapt vs static"]["target"]["value"] == 0.98
+    assert rows["compress round trip 0.1 MB"]["met"]
+    assert len(rows["compress speed vs eval"]["samples"]["charrnn"]) == 2

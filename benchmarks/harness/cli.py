@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import GROUPS, MODULES, REGISTRY
-from harness.common import MODELS, ROOT, Context, log
+from harness import GROUPS, MODULES, QUICK_WHEN_NAMED, REGISTRY
+from harness.common import MODELS, MODES, ROOT, Context, log
 from harness.report import loadavg, machine_slug, markdown, write_json
 
 SCHEMA = 1
@@ -36,7 +36,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None,
                    help="JSON path (default benchmarks/results/<machine>-<date>[-quick].json)")
     p.add_argument("--only", default=None,
-                   help=f"comma-separated groups to run, of: {', '.join(GROUPS)}")
+                   help=f"comma-separated groups to run, of: {', '.join(GROUPS)} (--quick "
+                        f"runs {', '.join(QUICK_WHEN_NAMED)} only when named here)")
     p.add_argument("--models", default=None,
                    help=f"training rows: model families (default {','.join(MODELS)})")
     p.add_argument("--hidden", default=None,
@@ -46,11 +47,31 @@ def parse_args(argv=None):
                    help="override the timed training steps per measurement")
     p.add_argument("--machine", default=None, help="machine name for the JSON file name")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is not met")
+    p.add_argument("--compress-model", default=None, metavar="PATH",
+                   help="compress rows: a checkpoint or run folder to measure (default: the "
+                        "group trains one, 2 minutes; quick: a few dozen steps)")
+    p.add_argument("--set", action="append", default=[], dest="settings", metavar="KEY=VALUE",
+                   help=argparse.SUPPRESS)  # a setting of the mode (common.MODES), e.g. sizes
     args = p.parse_args(argv)
-    args.only = _split(args.only, GROUPS, "--only") or list(GROUPS)
+    args.only = _split(args.only, GROUPS, "--only") or [
+        g for g in GROUPS if not (args.quick and g in QUICK_WHEN_NAMED)]
+    args.settings = _settings(args.settings, p)
     args.models = _split(args.models, MODELS, "--models")
     args.hidden = [int(h) for h in args.hidden.split(",")] if args.hidden else None
     return args
+
+
+def _settings(items: list[str], parser) -> dict:
+    """`--set KEY=VALUE` (VALUE read as YAML): a mode's setting replaced, to try a full-mode
+    path at a small size."""
+    import yaml
+    settings = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in MODES["full"]:
+            parser.error(f"--set: unknown setting {key!r} (known: {', '.join(MODES['full'])})")
+        settings[key] = yaml.safe_load(value)
+    return settings
 
 
 def _split(text, allowed, flag):

@@ -24,11 +24,19 @@ MODES = {
     "quick": {"hidden": [128], "warmup": 2, "timed_s": 0.6, "min_steps": 4, "repeats": 2,
               "sample_len_1": 300, "sample_len_32": 300, "sample_repeats": 3,
               "eval_chars": 60_000, "eval_repeats": 2, "load_mb": 20, "startup_repeats": 3,
-              "memory_steps": 2, "scaling_steps": 0, "scaling_repeats": 0},
+              "memory_steps": 2, "scaling_steps": 0, "scaling_repeats": 0,
+              "compress_minutes": 0, "compress_small_steps": 40, "compress_chars": 20_000,
+              "compress_repeats": 1, "compress_adapt": False,
+              "compress_roundtrip_bytes": 200_000, "compress_roundtrip_streams": 1024},
     "full": {"hidden": [128, 256, 512], "warmup": 3, "timed_s": 3.0, "min_steps": 8,
              "repeats": 5, "sample_len_1": 2000, "sample_len_32": 1000, "sample_repeats": 5,
              "eval_chars": 1_000_000, "eval_repeats": 2, "load_mb": 100, "startup_repeats": 5,
-             "memory_steps": 5, "scaling_steps": 30, "scaling_repeats": 2},
+             "memory_steps": 5, "scaling_steps": 30, "scaling_repeats": 2,
+             # compress_minutes: the model the bench trains (0: the small model of
+             # compress_small_steps steps, which the large round trip always uses)
+             "compress_minutes": 2, "compress_small_steps": 40, "compress_chars": 111_539,
+             "compress_repeats": 2, "compress_adapt": True,
+             "compress_roundtrip_bytes": 10_000_000, "compress_roundtrip_streams": 1024},
 }
 
 
@@ -164,6 +172,7 @@ class Context:
         if args.hidden:
             self.s["hidden"] = args.hidden
         self.s["models"] = args.models or list(MODELS)
+        self.s.update(getattr(args, "settings", None) or {})  # --set KEY=VALUE
         self.threads = args.threads
         self.cuda = device.type == "cuda"
         from charrnn.device import configure_precision, resolve_precision

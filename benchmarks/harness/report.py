@@ -11,7 +11,9 @@ from pathlib import Path
 def _fmt(value, unit: str) -> str:
     if value is None:
         return "—"
-    if unit in ("chars/s", "MB/s", "MB"):
+    if unit == "exact":  # a round trip: 1 when the text came back byte for byte
+        return "exact" if value else "**differs**"
+    if unit in ("chars/s", "MB/s", "MB", "B"):
         return f"{value:,.0f} {unit}"
     if unit == "s":
         return f"{value:.3f} s"
@@ -23,6 +25,8 @@ def _target_text(r: dict) -> str:
     if t is None:
         return "—"
     op = {">=": "≥", "<=": "≤", "<": "<"}[t["op"]]
+    if r["unit"] == "exact":
+        return "exact"
     if t["on"] == "ratio":
         return f"ratio {op} {t['value']:g}"
     return f"{op} {t['value']:g} {r['unit']}"
@@ -46,7 +50,9 @@ def markdown(report: dict) -> str:
         ratio = "—" if r["ratio"] is None else f"{r['ratio']:.3f}"
         met = {True: "yes", False: "**no**", None: "—"}[r["met"]]
         spread = "—" if r.get("spread") is None else f"{100 * r['spread']:.0f}%"
-        lines.append(f"| {r['name']} | {_fmt(r['value'], r['unit'])} | {ref} | {ratio} | "
+        # a row's `detail` (a short text) is shown beside its name; a `note` only in the JSON
+        name = r["name"] + (f" ({r['detail']})" if r.get("detail") else "")
+        lines.append(f"| {name} | {_fmt(r['value'], r['unit'])} | {ref} | {ratio} | "
                      f"{_target_text(r)} | {met} | {spread} |")
     lines += ["", "spread: (max / min - 1) of the repeats of the noisier side; load average "
               f"{report['loadavg_start']} at the start, {report['loadavg_end']} at the end"
