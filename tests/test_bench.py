@@ -298,10 +298,11 @@ def test_bench_quick_compress_group(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
     for name in ("compress vs xz -9e", "compress vs bzip2 -9", "compress vs eval's loss",
-                 "compress round trip", "compress speed vs eval", "compress round trip 0.2 MB"):
+                 "compress round trip", "compress speed vs eval", "compress round trip 0.2 MB",
+                 "compress --scratch vs gzip -9", "compress --scratch round trip"):
         assert rows[name]["group"] == "compress" and f"| {name}" in res.stdout, name
     assert rows["compress round trip"]["met"] and rows["compress round trip 0.2 MB"]["met"]
-    assert rows["compress vs eval's loss"]["met"]
+    assert rows["compress vs eval's loss"]["met"] and rows["compress --scratch round trip"]["met"]
     assert not [name for name in rows if "--adapt" in name]  # full mode only
 
 
@@ -311,7 +312,7 @@ def test_bench_compress_full_mode_runs_at_reduced_sizes(tmp_path):
     trip), at sizes that take a minute."""
     out = tmp_path / "c.json"
     sets = ["compress_minutes=0.05", "compress_chars=3000", "compress_repeats=2",
-            "compress_roundtrip_bytes=100000"]
+            "compress_roundtrip_bytes=100000", "scratch_chars=3000"]
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--only",
                           "compress", "--out", str(out), "--threads", "1",
                           *[a for s in sets for a in ("--set", s)]], cwd=ROOT,
@@ -323,4 +324,6 @@ def test_bench_compress_full_mode_runs_at_reduced_sizes(tmp_path):
     assert rows["compress --adapt round trip"]["met"] and rows["compress round trip"]["met"]
     assert rows["compress --adapt vs static"]["target"]["value"] == 0.98
     assert rows["compress round trip 0.1 MB"]["met"]
+    assert rows["compress --scratch round trip"]["met"]
+    assert rows["compress --scratch vs gzip -9"]["target"] is None  # not the whole file
     assert len(rows["compress speed vs eval"]["samples"]["charrnn"]) == 2

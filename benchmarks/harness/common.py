@@ -27,7 +27,8 @@ MODES = {
               "memory_steps": 2, "scaling_steps": 0, "scaling_repeats": 0,
               "compress_minutes": 0, "compress_small_steps": 40, "compress_chars": 20_000,
               "compress_repeats": 1, "compress_adapt": False,
-              "compress_roundtrip_bytes": 200_000, "compress_roundtrip_streams": 1024},
+              "compress_roundtrip_bytes": 200_000, "compress_roundtrip_streams": 1024,
+              "scratch_chars": 20_000},
     "full": {"hidden": [128, 256, 512], "warmup": 3, "timed_s": 3.0, "min_steps": 8,
              "repeats": 5, "sample_len_1": 2000, "sample_len_32": 1000, "sample_repeats": 5,
              "eval_chars": 1_000_000, "eval_repeats": 2, "load_mb": 100, "startup_repeats": 5,
@@ -36,7 +37,8 @@ MODES = {
              # compress_small_steps steps, which the large round trip always uses)
              "compress_minutes": 2, "compress_small_steps": 40, "compress_chars": 111_539,
              "compress_repeats": 2, "compress_adapt": True,
-             "compress_roundtrip_bytes": 10_000_000, "compress_roundtrip_streams": 1024},
+             "compress_roundtrip_bytes": 10_000_000, "compress_roundtrip_streams": 1024,
+             "scratch_chars": None},  # None: the whole file
 }
 
 

@@ -245,13 +245,31 @@ def held_out_tenth(ctx: Context) -> list[dict]:
 
 @bench("compress")
 def scratch_vs_gzip(ctx: Context) -> list[dict]:
-    """`compress --scratch vs gzip -9` (to come): the whole Tiny Shakespeare file coded with no
-    model (`charrnn compress --scratch`, `charrnn decompress FILE` with no -c), its bytes
-    against `gzip -9`'s (target: smaller), its exact round trip and its seconds."""
-    # The row lands here with the --scratch option: charrnn_round_trip's commands without -c,
-    # baselines(data, ("gzip -9",)) for the reference, _trip_row for the round trip.
-    log("compress --scratch: not measured yet")
-    return []
+    """`compress --scratch vs gzip -9`: the whole Tiny Shakespeare file (quick: its first
+    20,000 characters, no target: a model that starts from nothing needs a long text) coded
+    with no model (`charrnn compress --scratch`, `charrnn decompress FILE` with no -c), its
+    bytes against `gzip -9`'s (target: smaller), and its round trip, whole processes."""
+    text = SHAKESPEARE.read_text(encoding="utf-8")[:ctx.s["scratch_chars"]]
+    data, exe = text.encode("utf-8"), ctx.charrnn_cmd()
+    gzip = baselines(data, ("gzip -9",)).get("gzip -9")
+    packed, seconds = timed([*exe, "compress", "--scratch", "-q"], data, ctx.env)
+    restored, back = timed([*exe, "decompress", "-q"], packed, ctx.env)
+    trip = {"bytes": len(packed), "seconds": seconds, "decompress_seconds": back,
+            "exact": restored == data}
+    log(f"compress --scratch: {len(text):,} chars, {len(packed):,} B (gzip -9: "
+        f"{gzip and gzip['bytes']:,} B), exact {trip['exact']}, {seconds:.0f} s + {back:.0f} s")
+    common = {"model": "none (--scratch)", "chars": len(text)}
+    rows = [_trip_row("compress --scratch round trip", trip, "whole processes", **common)]
+    if gzip:
+        whole = ctx.s["scratch_chars"] is None
+        rows.insert(0, row("compress", "compress --scratch vs gzip -9", len(packed), "B",
+                           reference=gzip["bytes"], reference_name="gzip -9",
+                           ratio=len(packed) / gzip["bytes"],
+                           target=("<", 1.0) if whole else None,
+                           compress_seconds=seconds, decompress_seconds=back,
+                           detail=f"{8 * len(packed) / len(text):.3f} bits per character, "
+                                  f"{len(text) / seconds:,.0f} chars/s compressing", **common))
+    return rows
 
 
 @bench("compress")
