@@ -271,3 +271,20 @@ def test_scratch_refuses_a_model_or_adapt():
         proc = charrnn("compress", "--scratch", *extra, data=b"sharks")
         assert proc.returncode == 2 and proc.stdout == b""
         assert proc.stderr.decode().startswith("error: --scratch uses no model file")
+
+
+def test_a_scratch_file_that_restores_wrongly_names_the_versions_that_made_it(monkeypatch):
+    """Scratch decoding repeats floating-point training: when the restored text's sha256 does
+    not match and the file was made by another charrnn or torch, the error says which."""
+    import charrnn
+    from charrnn.analysis.compress import _HEADER, CompressError, compress, decompress
+    from charrnn.analysis.scratch import ScratchPlan
+
+    real = charrnn.__version__
+    monkeypatch.setattr(charrnn, "__version__", "0.0.1")
+    blob = bytearray(compress(b"sharks feed on tuna. " * 4, scratch=ScratchPlan(hidden_size=16)))
+    monkeypatch.setattr(charrnn, "__version__", real)
+    sha_at = _HEADER.size - 8 - 32 - 32  # the text's sha256 (then the fingerprint, the words)
+    blob[sha_at] ^= 0xFF
+    with pytest.raises(CompressError, match=f"charrnn 0.0.1 there, {real} here"):
+        decompress(bytes(blob))
