@@ -28,8 +28,8 @@ def compress_cmd(
     checkpoint: Optional[str] = CHECKPOINT_OPTION,
     streams: Optional[int] = typer.Option(None, "--streams", min=1, max=1024,
                                           help="Parallel streams the text is cut into (default: "
-                                               "by its length; more is faster, each costs a "
-                                               "cold start)."),
+                                               "by its length, or --scratch's plan; more is "
+                                               "faster, each costs a cold start)."),
     adapt: bool = ADAPT_OPTION,
     adapt_lr: Optional[float] = ADAPT_LR_OPTION,
     adapt_decay: Optional[float] = ADAPT_DECAY_OPTION,
