@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 SHAKESPEARE = ROOT / "data" / "tinyshakespeare.txt"
 # what every plan below shares, and the plans tried (each key not named here or there:
 # ScratchPlan's default), in the order they were run
-PLAN_BASE = dict(family="lstm", embedding_dim=32, num_layers=1, beta1=0.9, beta2=0.999,
-                 grad_clip=5.0, seed=0)
+PLAN_BASE = dict(family="lstm", embedding_dim=32, num_layers=1, optimizer="adam", beta1=0.9,
+                 beta2=0.999, grad_clip=5.0, seed=0)
 PLANS = [dict(hidden_size=128, streams=8, window=16, lr=4e-3),
          dict(hidden_size=128, streams=8, window=16, lr=8e-3),
          dict(hidden_size=128, streams=4, window=16, lr=4e-3),

@@ -62,6 +62,11 @@ def test_int8_and_bf16_exports_load_in_every_command(tiny_run, tmp_path, cli):
         assert f"quantized to {mode}" in cli("info", out)[1]
         code, _, err = cli("train", "--resume", out)
         assert code == 2 and "cannot be resumed" in err
+        packed, restored = tmp_path / f"{mode}.crz", tmp_path / f"{mode}.txt"
+        code, _, err = cli("compress", "-c", out, text, "-o", packed, "-q")
+        assert code == 0, err
+        code, _, err = cli("decompress", "-c", out, packed, "-o", restored, "-q")
+        assert code == 0 and restored.read_bytes() == text.read_bytes(), err
     assert json.loads(cli("info", plain, "--json")[1])["quantization"] is None
     assert torch.load(plain, weights_only=True)["format_version"] == 1  # as before
 

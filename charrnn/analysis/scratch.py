@@ -35,6 +35,7 @@ class ScratchPlan:
     embedding_dim: int = 32
     hidden_size: int = 256
     num_layers: int = 1
+    optimizer: str = "adam"  # the one both sides know: torch.optim.Adam, no weight decay
     lr: float = 3e-3
     beta1: float = 0.9
     beta2: float = 0.999
@@ -49,6 +50,8 @@ class ScratchPlan:
             if not isinstance(value, int) or not 1 <= value <= 4096:
                 raise ConfigError(f"scratch {name} must be a whole number from 1 to 4096, "
                                   f"got {value!r}")
+        if self.optimizer != "adam":
+            raise ConfigError(f"scratch optimizer {self.optimizer!r}: this charrnn knows 'adam'")
         if not (self.lr > 0 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1
                 and self.grad_clip > 0):
             raise ConfigError(f"scratch learning settings out of range: lr {self.lr}, betas "
