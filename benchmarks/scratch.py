@@ -57,8 +57,8 @@ def estimate(text: str, plan) -> dict:
     learner = Learner(plan, len(vocab))
     streams, length = stream_layout(len(text), plan.streams)
     ids = torch.zeros(streams * length, dtype=torch.long)
-    ids[:len(text)] = torch.tensor([vocab.index[c] for c in text])
-    ids = ids.view(streams, length)[:, :length if len(text) == streams * length else None]
+    ids[:len(text)] = vocab.encode(text)  # the whole buffer at once
+    ids = ids.view(streams, length)
     keep_all = torch.ones(streams, plan.window, dtype=torch.bool)
     keep_all[-1] = False  # the last row may be short: leave it out of the estimate
     started, total, count, hidden = time.perf_counter(), 0.0, streams, None

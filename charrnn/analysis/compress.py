@@ -266,10 +266,12 @@ class _Model:
                       self.scratch)
 
 
-def _given_model(model, vocab, streams: int | None, adapt: AdaptSettings | None) -> _Model:
-    """A trained model, as it is or adapting (in a copy: `model` is left as it is)."""
+def _given_model(model, vocab, streams: int | None, adapt: AdaptSettings | None,
+                 fingerprint: bytes) -> _Model:
+    """A trained model (`fingerprint`: its model_fingerprint), as it is or adapting (in a copy:
+    `model` is left as it is)."""
     return _Model("adapt" if adapt else "static", vocab, streams or (adapt and adapt.streams),
-                  model_fingerprint(model, vocab), model=model,
+                  fingerprint, model=model,
                   learner=Adapter(model.cpu(), adapt) if adapt else None, adapt=adapt)
 
 
@@ -301,7 +303,7 @@ def compress(data: bytes, model=None, vocab=None, *, streams: int | None = None,
             coding = _scratch_model(describe(scratch.with_streams(streams),
                                              "".join(sorted(set(text)))))
         else:
-            coding = _given_model(model, vocab, streams, adapt)
+            coding = _given_model(model, vocab, streams, adapt, model_fingerprint(model, vocab))
         layout = coding.layout(len(text))
         escape = layout.coder.escape
         flat, points = _symbols(text, coding.vocab, escape)
@@ -379,7 +381,7 @@ def _decoding_model(header: Header, model, vocab) -> _Model:
         raise CompressError(f"the file was compressed with another model (its fingerprint "
                             f"{header.model_fingerprint.hex()[:16]}, this model's "
                             f"{fingerprint.hex()[:16]}): decompress it with that model")
-    return _given_model(model, vocab, header.streams, header.adapt)
+    return _given_model(model, vocab, header.streams, header.adapt, fingerprint)
 
 
 def _versions_note(header: Header) -> str:

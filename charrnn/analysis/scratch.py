@@ -18,7 +18,7 @@ time; 4 streams 0.01 better at 1.5 times the time; windows of 32 0.03 worse.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING
 
 from charrnn.errors import CharRNNError, ConfigError
@@ -58,7 +58,7 @@ class ScratchPlan:
                               f"({self.beta1}, {self.beta2}), grad_clip {self.grad_clip}")
 
     def with_streams(self, streams: int | None) -> "ScratchPlan":
-        return self if streams is None else ScratchPlan(**{**asdict(self), "streams": streams})
+        return self if streams is None else replace(self, streams=streams)
 
 
 def describe(plan: ScratchPlan, alphabet: str) -> bytes:
