@@ -327,3 +327,22 @@ def test_bench_compress_full_mode_runs_at_reduced_sizes(tmp_path):
     assert rows["compress --scratch round trip"]["met"]
     assert rows["compress --scratch vs gzip -9"]["target"] is None  # not the whole file
     assert len(rows["compress speed vs eval"]["samples"]["charrnn"]) == 2
+
+
+def test_sizing_summarises_saved_results_as_a_table_and_a_chart(tmp_path):
+    """`benchmarks/sizing.py --summarise` trains nothing: it reads result files and gives the
+    markdown table (the plan's shape beside its loss) and the chart."""
+    pytest.importorskip("matplotlib")
+    rows = [{"text": "t", "minutes": 2.0, "run": "planned", "val_loss": 1.5,
+             "model": {"num_layers": 1, "hidden_size": 256, "dropout": 0.0}},
+            {"text": "t", "minutes": 2.0, "run": "defaults", "val_loss": 1.8,
+             "model": {"num_layers": 2, "hidden_size": 256, "dropout": 0.0}},
+            {"text": "t", "minutes": 2.0, "run": "1x128 b16 d0.0", "val_loss": 1.6},
+            {"text": "t", "minutes": 2.0, "run": "2x512 b16 d0.3", "error": ["failed"]}]
+    results = tmp_path / "sizing.json"
+    results.write_text(json.dumps({"rows": rows}))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sizing.py"), "--summarise",
+                           str(results)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "| t | 2 | 1.500 | 1x256 d0 | 1.800 | 1.600 | 1x128 b16 d0.0 |" in proc.stdout
+    assert (tmp_path / "sizing.png").read_bytes()[:4] == b"\x89PNG"
