@@ -223,19 +223,22 @@ def summary(rows: list[dict]) -> str:
         fmt = lambda run: ("-" if run not in loss  # noqa: E731
                            else "failed" if loss[run] is None else f"{loss[run]:.3f}")
         best_loss = f"{best['val_loss']:.3f}" if best["val_loss"] is not None else "-"
-        planned = [label(r) for r in group if r["run"] == "planned"]
-        shape = planned[0].removeprefix("planned (").rstrip(")") if planned else "-"
-        lines.append(f"| {text} | {minutes:g} | {fmt('planned')} | {shape} | {fmt('defaults')} | "
+        plan = next((shape(r) for r in group if r["run"] == "planned" and "model" in r), "-")
+        lines.append(f"| {text} | {minutes:g} | {fmt('planned')} | {plan} | {fmt('defaults')} | "
                      f"{best_loss} | {best['run']} |")
     return "\n".join(lines)
+
+
+def shape(row: dict) -> str:
+    m = row["model"]
+    return f"{m['num_layers']}x{m['hidden_size']} d{m['dropout']:g}"
 
 
 def label(row: dict) -> str:
     """A run's name, with its shape when the name does not say it (the plan, the defaults)."""
     if row["run"] not in ("planned", "defaults") or "model" not in row:
         return row["run"]
-    m = row["model"]
-    return f"{row['run']} ({m['num_layers']}x{m['hidden_size']} d{m['dropout']:g})"
+    return f"{row['run']} ({shape(row)})"
 
 
 def chart(rows: list[dict], path: Path) -> None:

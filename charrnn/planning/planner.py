@@ -42,14 +42,13 @@ GPU_GAIN = 1.2  # a larger batch must be this much faster per character to be wo
 # evaluations and previews (1 x 128 on Tiny Shakespeare: 53,300/s over the run against 72,700/s
 # probed; 2 x 128: 31,000 against 44,700)
 RUN_EFFICIENCY = 0.72
-# Adam's peak lr by the widest layer, (up to width, lr), else WIDE_LR: 1 x 256 on Tiny
-# Shakespeare for 2 minutes gave 1.575 nats at 3e-3, 1.530 at 6.1e-3 and 1.52 at 8.5e-3 with
-# dropout 0.1 (benchmarks/results/tune-shakespeare-20m-cpu2-2026-12-02.json); on 11 MB of
-# Python 1.548 at 3e-3 and 1.439 at 6e-3; 1 x 512 for 10 minutes of Tiny Shakespeare 1.434 at
-# 6e-3 (benchmarks/results/planner-lr-cpu2-2026-12-02.json). Wider layers are not measured
-# here: they get half.
-LR_BY_WIDTH = ((512, 6e-3),)
-WIDE_LR = 3e-3
+# Adam's peak lr for layers of up to LR_WIDTH units: 1 x 256 on Tiny Shakespeare for 2 minutes
+# gave 1.575 nats at 3e-3, 1.530 at 6.1e-3 and 1.52 at 8.5e-3 with dropout 0.1
+# (benchmarks/results/tune-shakespeare-20m-cpu2-2026-12-02.json); on 11 MB of Python 1.548 at
+# 3e-3 and 1.439 at 6e-3; 1 x 512 for 10 minutes of Tiny Shakespeare 1.434 and 1.431 at 6e-3
+# (benchmarks/results/planner-lr-cpu2-2026-12-02.json). Wider layers are not measured here:
+# they get half.
+LR, LR_WIDTH, WIDE_LR = 6e-3, 512, 3e-3
 EVALS = 10  # evaluations per run
 # dropout by exposure (passes x parameters per training character): (below, dropout), else MAX
 # (1 x 256 at exposure 1: 0 and 0.1 equal; 1 x 512 at 7: 0.1 gave 1.434; the licence texts
@@ -303,7 +302,7 @@ def _choose_regularisation(p: _Planner, passes: float, parameters: int,
 def _choose_schedule(p: _Planner, updates: float, minutes: float | None,
                      steps: int | None) -> None:
     hidden = p.value("model.hidden_size")
-    lr = next((rate for width, rate in LR_BY_WIDTH if hidden <= width), WIDE_LR)
+    lr = LR if hidden <= LR_WIDTH else WIDE_LR
     p.choose("train.lr", lr, f"for a width of {hidden}")
     p.choose("train.lr_schedule", "cosine", "decays to the end of the budget (time or steps)")
     p.choose("train.min_lr_ratio", 0.05, "the cosine ends at 5% of the peak")
