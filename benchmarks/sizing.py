@@ -58,6 +58,9 @@ GRIDS = {  # (layers, hidden, batch, dropout) tried beside the plan and the defa
     "full": [(1, 128, 16, 0.0), (1, 256, 16, 0.1), (2, 256, 16, 0.3), (1, 512, 16, 0.0)],
     # at 10 minutes: the hand-made Shakespeare config's shape and a wider single layer
     "long": [(2, 256, 16, 0.3), (1, 512, 16, 0.1)],
+    # a plan checked against the one the previous rule gave (with --without-defaults)
+    "licences-10min": [(1, 256, 16, 0.3)],
+    "none": [],  # the planned run (and the defaults) alone
 }
 QUICK = {"texts": ["licences", "shakespeare"], "minutes": [1.0], "grid": "small"}
 # a few hours here: every text at 2 minutes, the two long texts at 10 as well
@@ -151,6 +154,8 @@ def main() -> None:
     parser.add_argument("--grid", choices=list(GRIDS))
     parser.add_argument("--grid-only", action="store_true",
                         help="skip the planned run and the fixed defaults")
+    parser.add_argument("--without-defaults", action="store_true",
+                        help="skip the fixed defaults' run (the plan and the grid only)")
     parser.add_argument("--out", type=Path, help="the JSON table (default: under "
                                                  "benchmarks/results/); the chart beside it")
     parser.add_argument("--summarise", type=Path, nargs="+", metavar="JSON",
@@ -185,13 +190,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         for part in parts:
-            run_part(part, Path(scratch), args.grid_only, record)
+            run_part(part, Path(scratch), record, planned=not args.grid_only,
+                     defaults=not (args.grid_only or args.without_defaults))
     print(summary(rows))
     print(f"table: {out}", file=sys.stderr)
     chart(rows, out.with_suffix(".png"))
 
 
-def run_part(part: dict, tmp: Path, grid_only: bool, record: Callable[[dict], None]) -> None:
+def run_part(part: dict, tmp: Path, record: Callable[[dict], None], *, planned: bool = True,
+             defaults: bool = True) -> None:
     """Every text of `part` at each of its budgets: the planned run, the fixed defaults and
     the part's grid, one whole run after another."""
     for name in part["texts"]:
@@ -200,8 +207,8 @@ def run_part(part: dict, tmp: Path, grid_only: bool, record: Callable[[dict], No
             print(f"{name}: not on this machine, skipped", file=sys.stderr)
             continue
         for minutes in part["minutes"]:
-            runs = ([] if grid_only else
-                    [("planned", []), ("defaults", ["--set", "train.plan=false"])])
+            runs = (([("planned", [])] if planned else [])
+                    + ([("defaults", ["--set", "train.plan=false"])] if defaults else []))
             runs += [(f"{l}x{h} b{b} d{d}", grid_sets(l, h, b, d))
                      for l, h, b, d in GRIDS[part["grid"]]]
             for label, sets in runs:

@@ -7,7 +7,7 @@ alphabet, measures how fast this device trains each candidate shape (charrnn.pla
 cached per machine), and chooses:
 
 - the largest candidate shape whose parameters the text can feed (at most PARAMS_PER_CHAR per
-  training character: a larger model only memorises) and that makes at least MIN_UPDATES
+  training character: past that even dropout does not keep it from memorising) and that makes at least MIN_UPDATES
   optimizer steps within the budget (a larger one learns too little in the time);
 - a small batch on a CPU, where it trains as many characters per second as a large one and so
   makes more updates; on a GPU the batch the probe finds fills it;
@@ -33,7 +33,11 @@ from charrnn.planning.speed import Shape, choose_threads, step_seconds
 
 DEFAULT_MINUTES = 10.0  # the budget of a planned run given neither --max-minutes nor --max-steps
 MIN_UPDATES = 1500  # the best 2-minute hand choices on a 2-core CPU made 1,535 to 2,000 updates
-PARAMS_PER_CHAR = 2.0  # 171 KB of text: 2 x 128 beat 2 x 256; 1.1 MB: 2 x 256 beat 2 x 384
+# at most this many parameters per training character: on 45,000 characters for 2 minutes
+# 1 x 64 (the only shape 2 per character allowed) scored 1.754, 1 x 256 with dropout 0.1 1.741,
+# 2 x 256 with 0.3 (19 per character) 1.691 (benchmarks/results/sizing-2min-cpu2-2026-12-02.json):
+# dropout, not a smaller model, keeps a short text from being memorised
+PARAMS_PER_CHAR = 8.0
 SEQ_LEN = 100
 CPU_BATCH = 16  # on 2 cores batch 16, 32 and 64 train about as many characters per second
 GPU_BATCHES = (64, 128, 256, 512)  # tried in turn while the characters per second still grow
@@ -235,7 +239,8 @@ def _candidates(p: _Planner, vocab_size: int, device: torch.device) -> list[Shap
                          hidden if p.free("model.hidden_size") else p.value("model.hidden_size"),
                          layers if p.free("model.num_layers") else p.value("model.num_layers"),
                          p.value("train.batch_size"), p.value("train.seq_len")))
-    return list(dict.fromkeys(out))  # the user's fixed sizes make some candidates the same
+    # the user's fixed sizes make some candidates the same, and can reorder them
+    return sorted(dict.fromkeys(out), key=count_parameters)
 
 
 def _choose_shape(p: _Planner, train_chars: int, vocab_size: int, device: torch.device,
