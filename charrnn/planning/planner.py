@@ -50,8 +50,9 @@ RUN_EFFICIENCY = 0.72
 # gave 1.575 nats at 3e-3, 1.530 at 6.1e-3 and 1.52 at 8.5e-3 with dropout 0.1
 # (benchmarks/results/tune-shakespeare-20m-cpu2-2026-12-02.json); on 11 MB of Python 1.548 at
 # 3e-3 and 1.439 at 6e-3; 1 x 512 for 10 minutes of Tiny Shakespeare 1.434 and 1.431 at 6e-3
-# (benchmarks/results/planner-lr-cpu2-2026-12-02.json). Wider layers are not measured here:
-# they get half.
+# (benchmarks/results/planner-lr-cpu2-2026-12-02.json); 1 x 512 for 10 minutes of the 11 MB
+# 1.204, of Tiny Shakespeare 1.438 (benchmarks/results/sizing-10min-cpu2-2026-12-02.json).
+# Wider layers are not measured here: they get half.
 LR, LR_WIDTH, WIDE_LR = 6e-3, 512, 3e-3
 EVALS = 10  # evaluations per run
 # dropout by exposure (passes x parameters per training character): (below, dropout), else MAX
