@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 BENCH_ARGS ?=
+# a test process per core (at most 4): most of a test's time is a charrnn process starting
+TEST_ARGS ?= -n auto --maxprocesses 4 --durations 25
 
 .PHONY: install test-deps test test-fast demo bench bench-quick sizing sizing-quick clean
 
@@ -22,10 +24,10 @@ test-deps: install
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 test: test-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(TEST_ARGS)
 
 test-fast: test-deps
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" $(TEST_ARGS)
 
 demo: install
 	$(BIN)/charrnn train configs/tiny.yaml --out runs/demo --force

@@ -14,6 +14,7 @@ from conftest import FOODCHAIN, TINY, run_cli
 
 @pytest.mark.parametrize("family", [pytest.param("rnn", marks=pytest.mark.slow), "lstm",
                                     pytest.param("gru", marks=pytest.mark.slow)])
+@pytest.mark.slow
 def test_each_family_learns_the_food_chain(family, tmp_path):
     out = tmp_path / family
     proc = run_cli("train", str(TINY), "--set", f"model.type={family}", "--out", str(out))
@@ -66,6 +67,7 @@ def test_checkpoint_format(tiny_run):
     assert any("val_loss" in m for m in metrics) and any("train_loss" in m for m in metrics)
 
 
+@pytest.mark.slow
 def test_same_seed_same_sample_and_different_seeds_differ(tiny_run):
     args = ["sample", "-c", str(tiny_run), "--temperature", "1", "--length", "300"]
     a = run_cli(*args, "--seed", "7").stdout
@@ -139,6 +141,7 @@ def test_info_describes_the_model(tiny_run):
     assert "parameters" in text and "lstm" in text
 
 
+@pytest.mark.slow
 def test_info_on_a_best_snapshot_tells_how_the_run_ended(tiny_run, tmp_path):
     """best.pt saved mid-run records no stop; info then reads last.pt beside it."""
     best = torch.load(tiny_run / "best.pt", weights_only=True)
@@ -181,6 +184,7 @@ def test_info_counts_a_one_character_vocab_in_the_singular(tmp_path, cli):
     assert code == 0 and "vocab        1 character\n" in out, err + out
 
 
+@pytest.mark.slow
 def test_resume_continues_a_saved_run(tiny_run, tmp_path):
     out = tmp_path / "short"
     assert run_cli("train", str(TINY), "--out", str(out), "--max-steps", "40", "-q").returncode == 0

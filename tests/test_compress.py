@@ -70,6 +70,7 @@ def test_files_in_and_out_and_an_existing_file_is_kept(tiny_run, tmp_path):
     assert charrnn("compress", "-c", tiny_run, source, "-o", packed, "--force").returncode == 0
 
 
+@pytest.mark.slow
 def test_another_model_is_refused_naming_both_fingerprints(tiny_run, tmp_path):
     other = tmp_path / "other"
     trained = run_cli("train", ROOT / "configs" / "tiny.yaml", "--out", other, "--max-steps",
@@ -85,6 +86,7 @@ def test_another_model_is_refused_naming_both_fingerprints(tiny_run, tmp_path):
     assert not (tmp_path / "out.txt").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "flipped", "not ours"])
 def test_a_damaged_file_is_an_error_and_nothing_is_written(tiny_run, tmp_path, damage):
     text = (ROOT / "data" / "foodchain.txt").read_bytes()[:2000]
@@ -160,6 +162,7 @@ def test_coding_runs_on_one_thread_whatever_the_process_uses(tiny_run, monkeypat
 REPEATED = b"bold birds sing in dark rooms, each one calm. " * 20  # unlike the demo's text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(ODD_TEXTS))
 def test_adapt_round_trip_through_a_pipe(tiny_run, name):
     """--adapt: the decoder repeats the encoder's learning steps (a window of 8: several steps
@@ -218,6 +221,7 @@ def test_scratch_round_trips(name):
     assert decompress(compress(data, scratch=ScratchPlan(hidden_size=32, streams=2))) == data
 
 
+@pytest.mark.slow
 def test_scratch_through_a_pipe_needs_no_model_file(tmp_path):
     """--scratch: no -c on either side, and no run anywhere to fall back on; the decoder
     rebuilds the model and repeats its learning from what the file records."""

@@ -34,9 +34,11 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def torchrun(*args: str, **kwargs) -> subprocess.Popen:
-    """`torchrun --nproc_per_node=2 -m charrnn ARGS`, started (not waited for)."""
+    """`torchrun --standalone --nproc_per_node=2 -m charrnn ARGS`, started (not waited for);
+    standalone: a free port, so two test processes can each run one."""
     env = {**os.environ, **ONE_THREAD, "PYTHONWARNINGS": ""}
-    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc_per_node=2",
                              "-m", "charrnn", *args], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 

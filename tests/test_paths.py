@@ -78,8 +78,8 @@ def test_train_with_data_alone_is_planned_for_the_text(tmp_path, cli, monkeypatc
     code, _, err = cli("train", "--data", "my.txt", "--max-steps", "1", "--threads", "1", "-q")
     assert code == 0, err
     saved = yaml.safe_load((tmp_path / "runs" / "my" / "config.yaml").read_text())
-    # 72,000 training characters feed at most 144,000 parameters: 1 x 128, not 2 x 256
-    assert (saved["model"]["num_layers"], saved["model"]["hidden_size"]) == (1, 128)
+    # 72,000 training characters feed at most 576,000 parameters: 1 x 256, not 2 x 256
+    assert (saved["model"]["num_layers"], saved["model"]["hidden_size"]) == (1, 256)
     assert saved["train"]["batch_size"] == 16 and saved["train"]["max_steps"] == 1
     assert saved["train"]["plan"] is False  # resolved: a rerun of this config plans nothing
     assert saved["data"]["path"] == str(tmp_path / "my.txt")

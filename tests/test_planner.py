@@ -151,6 +151,7 @@ def test_charrnn_plan_prints_json_and_trains_nothing(tmp_path):
     assert text.stdout.startswith("plan: ") and "model.hidden_size = " in text.stdout
 
 
+@pytest.mark.slow
 def test_a_planned_run_saves_its_plan_and_a_resume_does_not_plan_again(tmp_path):
     text = tmp_path / "short.txt"
     text.write_text(FOODCHAIN.read_text()[:3_000])  # too short for one 64 x 100 window

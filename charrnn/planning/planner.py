@@ -36,7 +36,8 @@ MIN_UPDATES = 1500  # the best 2-minute hand choices on a 2-core CPU made 1,535 
 # at most this many parameters per training character: on 45,000 characters for 2 minutes
 # 1 x 64 (the only shape 2 per character allowed) scored 1.754, 1 x 256 with dropout 0.1 1.741,
 # 2 x 256 with 0.3 (19 per character) 1.691 (benchmarks/results/sizing-2min-cpu2-2026-12-02.json):
-# dropout, not a smaller model, keeps a short text from being memorised
+# dropout, not a smaller model, keeps a short text from being memorised: planned at 8, 1 x 256
+# with 0.3 scored 1.642 (benchmarks/results/sizing-50k-planned-cpu2-2026-12-02.json)
 PARAMS_PER_CHAR = 8.0
 SEQ_LEN = 100
 CPU_BATCH = 16  # on 2 cores batch 16, 32 and 64 train about as many characters per second
