@@ -12,9 +12,8 @@ import torch
 from conftest import FOODCHAIN, TINY, run_cli
 
 
-@pytest.mark.parametrize("family", [pytest.param("rnn", marks=pytest.mark.slow), "lstm",
-                                    pytest.param("gru", marks=pytest.mark.slow)])
 @pytest.mark.slow
+@pytest.mark.parametrize("family", ["rnn", "lstm", "gru"])
 def test_each_family_learns_the_food_chain(family, tmp_path):
     out = tmp_path / family
     proc = run_cli("train", str(TINY), "--set", f"model.type={family}", "--out", str(out))

@@ -9,8 +9,9 @@ import yaml
 from conftest import FOODCHAIN, TINY, run_cli
 
 # characters per second the probe measures for each (layers, hidden) at batch 16 x 100 on an
-# idle 2-core CPU (a whole run reads RUN_EFFICIENCY of that); 2 x 512 and 3 x 512 as measured
-# on 2026-12-02 (396 and 611 ms a step), the day 1 x 512 was measured best for 10 minutes
+# idle 2-core CPU (a whole run reads RUN_EFFICIENCY of that); 2 x 512 and 3 x 512 as probed
+# on 2026-12-02 on an alphabet of 224 (396 and 611 ms a step), the day 1 x 512 was measured
+# best for 10 minutes
 RATES = {(1, 64): 120_000, (1, 128): 80_000, (2, 128): 45_000, (2, 256): 22_000,
          (2, 512): 1600 / 0.396, (3, 512): 1600 / 0.611}
 CPU = torch.device("cpu")
@@ -65,8 +66,9 @@ def test_a_small_model_over_a_few_passes_gets_no_dropout():
 
 
 def test_a_short_text_gets_dropout_rather_than_a_tiny_model_and_a_huge_one_fewer_passes():
-    """45,000 characters for 2 minutes: 1 x 64 scored 1.754, 1 x 256 with dropout 1.741 and
-    2 x 256 with 0.3 1.691 (benchmarks/results/sizing-2min-cpu2-2026-12-02.json)."""
+    """45,000 characters for 2 minutes: 1 x 64 scored 1.754, 1 x 256 with dropout 0.1 1.741 and
+    2 x 256 with 0.3 1.691 (benchmarks/results/sizing-2min-cpu2-2026-12-02.json); the plan
+    this gives, 1 x 256 with 0.3, 1.642 (sizing-50k-planned-cpu2-2026-12-02.json)."""
     tiny = plan(train_chars=45_000, vocab=59, **{"train.max_minutes": 2})
     assert (tiny.config.model.num_layers, tiny.config.model.hidden_size) == (1, 256)
     assert tiny.config.model.dropout == 0.3

@@ -7,8 +7,9 @@ alphabet, measures how fast this device trains each candidate shape (charrnn.pla
 cached per machine), and chooses:
 
 - the largest candidate shape whose parameters the text can feed (at most PARAMS_PER_CHAR per
-  training character: past that even dropout does not keep it from memorising) and that makes at least MIN_UPDATES
-  optimizer steps within the budget (a larger one learns too little in the time);
+  training character: past that even dropout does not keep it from memorising) and that makes
+  at least MIN_UPDATES optimizer steps within the budget (a larger one learns too little in the
+  time);
 - a small batch on a CPU, where it trains as many characters per second as a large one and so
   makes more updates; on a GPU the batch the probe finds fills it;
 - dropout from how far the run could memorise the text: the passes over it the budget allows
