@@ -1,26 +1,30 @@
 #!/usr/bin/env bash
-# The CUDA checks and GPU figures, on a machine with a CUDA GPU (about 17 minutes in all; in three
-# calls of under 8: SKIP='planned|hot path', then ONLY=planned, then ONLY='hot path'; ONLY and
-# SKIP match part names, as regexes):
-#   benchmarks/gpu_checks.sh            (log: $OUT/gpu-checks.log if OUT is set, else
-#                                        benchmarks/results/gpu-checks.log)
-#   DRY_RUN=1 benchmarks/gpu_checks.sh  prints the commands it would run, and runs none
-# Parts: the cuda-marked tests; the recurrent state's dtype under each precision; world size 1
-# under torchrun (NCCL) against the plain command (the bench's scaling row); a GPU checkpoint
-# sampled and resumed on the CPU; the precision comparison (fp32/TF32, fp16, bf16: speed and
-# validation loss after the same minutes, PRECISION_REPEATS rounds, each in the reverse order
-# of the one before); the planned run on Tiny Shakespeare next to configs/shakespeare.yaml for
-# PLAN_MINUTES (2) each; the quick benchmark rows on the GPU; the hot path: training h128 LSTM,
-# GRU and RNN against the bare loop (target 0.97 x each: the part fails below it), and a 2-layer
-# run resumed on the GPU with dropout and without, each said to have continued exactly or not
-# (README "Resuming": not expected with dropout). Each part runs even if an earlier one
-# fails, under its own time limit; the last line names the parts that failed, and the exit
-# status is 1 if any did.
+# The CUDA checks and GPU figures, on a machine with a CUDA GPU. By default one call of about
+# 6 minutes (estimated from the parts' times on 2026-11-30; under 8 with the parts' limits):
+# the cuda-marked tests, the recurrent state's dtype under each precision, a GPU checkpoint
+# sampled and resumed on the CPU, the precision comparison (fp32/TF32, fp16, bf16: speed and
+# validation loss after MINUTES (0.25) each, PRECISION_REPEATS (1) rounds, each in the reverse
+# order of the one before), the quick sampling and eval rows, and the hot path: training h128
+# LSTM, GRU and RNN against the bare loop (target 0.97 x each: the part fails below it), and a
+# 2-layer run resumed on the GPU with dropout and without, each said to have continued exactly
+# or not (README "Resuming": not expected with dropout).
+# Two parts measured before run only when named (about 5 minutes together): world size 1 under
+# torchrun (NCCL) against the plain command (the bench's scaling row), and the planned run on
+# Tiny Shakespeare next to configs/shakespeare.yaml for PLAN_MINUTES (2) each:
+#   benchmarks/gpu_checks.sh                          (log: $OUT/gpu-checks.log if OUT is set,
+#                                                      else benchmarks/results/gpu-checks.log)
+#   ONLY='scaling|planned' benchmarks/gpu_checks.sh   ONLY and SKIP match part names, as regexes;
+#   SKIP='' benchmarks/gpu_checks.sh                  SKIP='' runs every part (about 11 minutes)
+#   DRY_RUN=1 benchmarks/gpu_checks.sh                prints the commands it would run, and runs none
+# Each part runs even if an earlier one fails, under its own time limit; the last line names
+# the parts that failed, and the exit status is 1 if any did.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 results=${OUT:-benchmarks/results}
-minutes=${MINUTES:-0.5}          # per precision and round in the comparison
-repeats=${PRECISION_REPEATS:-2}  # rounds of the precision comparison
+minutes=${MINUTES:-0.25}         # per precision and round in the comparison
+repeats=${PRECISION_REPEATS:-1}  # rounds of the precision comparison
+skip=${SKIP-scaling|planned}     # the parts left out unless named (SKIP='' runs them all)
+[ -n "${ONLY:-}" ] && skip=${SKIP:-}
 plan_minutes=${PLAN_MINUTES:-2}  # the planned run and configs/shakespeare.yaml, each
 py=${PYTHON:-python3}
 [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ] && py=.venv/bin/python  # make install's
@@ -39,9 +43,9 @@ part() {  # part NAME [WHAT]: the part the next commands belong to, and its head
   part=$1
   skipping=""
   if { [ -n "${ONLY:-}" ] && ! grep -qE "$ONLY" <<<"$1"; } ||
-     { [ -n "${SKIP:-}" ] && grep -qE "$SKIP" <<<"$1"; }; then
+     { [ -n "$skip" ] && grep -qE "$skip" <<<"$1"; }; then
     skipping=1
-    echo "== $1: skipped (ONLY / SKIP)"
+    echo "== $1: skipped (not named in ONLY, or named in SKIP)"
     return
   fi
   echo "== $1${2:+: $2}"
@@ -112,7 +116,8 @@ run 60 $py -c 'import torch, typer; print("torch", torch.__version__, "cuda", to
   "bf16", torch.cuda.is_bf16_supported(including_emulation=False))'
 
 part "cuda-marked tests"
-run 150 $py -m pytest -q -p no:cacheprovider -m cuda tests
+workers=$($py -c 'import xdist' 2>/dev/null && echo "-n 4")  # pytest-xdist, where installed
+run 240 $py -m pytest -q -p no:cacheprovider $workers -m cuda tests
 
 part "hidden-state dtype" "the recurrent state's dtype under each precision (autocast alone would give fp16)"
 run 60 $py - <<'EOF'
@@ -167,35 +172,51 @@ run $(( ${plan_minutes%.*} * 60 + 150 )) $py -m charrnn train configs/shakespear
   --set train.log_every=25 -q
 TABLE_LABEL=run precision_table "$work/plan-1-planned" "$work/plan-1-shakespeare.yaml"
 
-part "benchmark rows on the GPU" "quick: training, sampling, eval"
-run 150 $py benchmarks/bench.py --quick --only train,sample,eval --device cuda \
+part "benchmark rows on the GPU" "quick: sampling, eval (training: the hot-path part)"
+run 120 $py benchmarks/bench.py --quick --only sample,eval --device cuda \
   --out "$results/gpu-quick.json"
 
 part "hot path: training against the bare loop" "h128 LSTM, GRU and RNN, 3 repeats of 3 s; --strict: below 0.97 x fails"
 run 240 $py benchmarks/bench.py --only train --hidden 128 --repeats 3 --device cuda --strict \
   --out "$results/gpu-train-h128.json"
 
-part "hot path: dropout resume" "2-layer LSTM, 40 steps in one go and 20 + a resume for 20, with dropout 0.2 and without"
-for dropout in 0.2 0.0; do
-  args=(configs/tiny.yaml --device cuda --set model.num_layers=2 --set model.dropout=$dropout
-        --set train.lr_schedule=constant --set train.log_every=1 --set train.eval_every=1000 -q)
-  run 90 $py -m charrnn train "${args[@]}" --max-steps 40 --out "$work/drop-$dropout-whole"
-  run 90 $py -m charrnn train "${args[@]}" --max-steps 20 --out "$work/drop-$dropout-resumed"
-  run 90 $py -m charrnn train --resume "$work/drop-$dropout-resumed" --max-steps 40
-  run 60 $py - "$work/drop-$dropout-whole" "$work/drop-$dropout-resumed" "$dropout" <<'EOF'
-import json, sys, torch
-whole, resumed, dropout = sys.argv[1:]
-runs = [torch.load(f"{r}/last.pt", map_location="cpu", weights_only=True)["model"]
-        for r in (whole, resumed)]
-losses = [[r["train_loss"] for r in map(json.loads, open(f"{run}/metrics.jsonl"))
-           if "train_loss" in r and r["step"] > 20] for run in (whole, resumed)]
-diff = max((runs[0][k] - runs[1][k]).abs().max().item() for k in runs[0])
-exact = diff == 0 and losses[0] == losses[1]
-print(f"dropout {dropout}: the resumed run continued exactly: {'yes' if exact else 'no'} "
-      f"(largest weight difference at step 40: {diff:.3g}; the 20 losses after the resume "
-      f"{'are' if losses[0] == losses[1] else 'are not'} the same)")
+part "hot path: dropout resume" "2-layer LSTM, 40 steps in one go and 20 + a resume for 20, with dropout 0.2 and without; the four first runs side by side, then the two resumes"
+run 240 $py - "$work" <<'EOF'
+import json, subprocess, sys, torch
+work = sys.argv[1]
+def train(dropout, *args):
+    cmd = [sys.executable, "-m", "charrnn", "train", *args]
+    if args[0] != "--resume":
+        cmd += ["--device", "cuda", "--set", "model.num_layers=2", "--set", f"model.dropout={dropout}",
+                "--set", "train.lr_schedule=constant", "--set", "train.log_every=1",
+                "--set", "train.eval_every=1000", "-q"]
+    print("$", " ".join(cmd[1:]), flush=True)
+    return subprocess.Popen(cmd)
+def together(*procs):
+    return all([p.wait() == 0 for p in procs])
+dropouts = ("0.2", "0.0")
+ok = together(*(train(d, "configs/tiny.yaml", "--max-steps", n, "--out", f"{work}/drop-{d}-{part}")
+                for d in dropouts for n, part in (("40", "whole"), ("20", "resumed"))))
+ok = together(*(train(d, "--resume", f"{work}/drop-{d}-resumed", "--max-steps", "40")
+                for d in dropouts)) and ok
+for d in dropouts:
+    runs = [f"{work}/drop-{d}-{part}" for part in ("whole", "resumed")]
+    try:
+        weights = [torch.load(f"{r}/last.pt", map_location="cpu", weights_only=True)["model"]
+                   for r in runs]
+        losses = [[r["train_loss"] for r in map(json.loads, open(f"{run}/metrics.jsonl"))
+                   if "train_loss" in r and r["step"] > 20] for run in runs]
+    except OSError as err:
+        print(f"dropout {d}: a run left no checkpoint or metrics ({err})")
+        ok = False
+        continue
+    diff = max((weights[0][k] - weights[1][k]).abs().max().item() for k in weights[0])
+    same = losses[0] == losses[1] and len(losses[0]) == 20
+    print(f"dropout {d}: the resumed run continued exactly: {'yes' if diff == 0 and same else 'no'} "
+          f"(largest weight difference at step 40: {diff:.3g}; the 20 losses after the resume "
+          f"{'are' if same else 'are not'} the same)")
+sys.exit(0 if ok else 1)
 EOF
-done
 summary
 } 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

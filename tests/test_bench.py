@@ -96,26 +96,32 @@ def test_gpu_checks_exit_nonzero_and_name_the_failed_parts(tmp_path):
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
     assert "failed" not in ok.stdout.lower()
 
-    res = _gpu_checks(tmp_path, fail="-m pytest|--only scaling")
+    res = _gpu_checks(tmp_path, fail="-m pytest|--only sample,eval")
     assert res.returncode != 0, res.stdout[-2000:]
     assert "== benchmark rows on the GPU" in res.stdout  # every part ran after the failures
     summary = [line for line in res.stdout.splitlines() if line.startswith("== done")]
     assert len(summary) == 1 and "FAILED" in summary[0], res.stdout[-2000:]
-    assert "cuda-marked tests" in summary[0] and "scaling row" in summary[0], summary
+    assert "cuda-marked tests" in summary[0] and "benchmark rows" in summary[0], summary
     assert "precision" not in summary[0] and "machine" not in summary[0], summary  # only those
     log = (tmp_path / "out" / "gpu-checks.log").read_text()
     assert log.strip().splitlines()[-1] == summary[0]
 
 
-def test_gpu_checks_split_into_calls_by_part(tmp_path):
-    """ONLY / SKIP choose parts, so the whole fits in calls of a few minutes each."""
-    res = _gpu_checks(tmp_path, fail="-m pytest", ONLY="planned")
-    assert res.returncode == 0, res.stdout[-2000:]  # the failing part was not run
-    assert "== planned run: charrnn train" in res.stdout
-    assert "== cuda-marked tests: skipped" in res.stdout and "-m pytest" not in res.stdout
-    assert "--data data/tinyshakespeare.txt --device cuda --max-minutes 2" in res.stdout
-    rest = _gpu_checks(tmp_path, SKIP="planned")
-    assert "== planned run: skipped" in rest.stdout and "-m pytest" in rest.stdout
+def test_gpu_checks_run_in_one_call_and_name_the_parts_measured_before(tmp_path):
+    """By default the parts measured before are left out (one call of under 8 minutes); ONLY
+    runs them alone, and SKIP='' runs every part."""
+    default = _gpu_checks(tmp_path)
+    for left_out in ("scaling row", "planned run"):
+        assert f"== {left_out}: skipped" in default.stdout, default.stdout[-2000:]
+    assert "-m pytest" in default.stdout and "--only scaling" not in default.stdout
+    assert "== hot path: dropout resume: 2-layer" in default.stdout
+    named = _gpu_checks(tmp_path, fail="-m pytest", ONLY="scaling|planned")
+    assert named.returncode == 0, named.stdout[-2000:]  # the failing part was not run
+    assert "== planned run: charrnn train" in named.stdout and "--only scaling" in named.stdout
+    assert "== cuda-marked tests: skipped" in named.stdout and "-m pytest" not in named.stdout
+    assert "--data data/tinyshakespeare.txt --device cuda --max-minutes 2" in named.stdout
+    every = _gpu_checks(tmp_path, SKIP="")
+    assert "skipped" not in every.stdout and "--only scaling" in every.stdout, every.stdout[-2000:]
 
 
 def _paragraph(text: str, start: str) -> str:
