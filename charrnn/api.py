@@ -247,7 +247,7 @@ def train(config_or_path=None, /, *, out: Optional[str | os.PathLike] = None,
         cfg, user_keys = train_config(config_or_path, sets, init_from)
     check_log_to(cfg.train.log_to)
     path = lambda p: None if p is None else str(p)  # noqa: E731
-    with _global_state_kept():
+    with _global_state_kept(cuda=cfg.train.device not in ("cpu", "mps")):
         return train_run(cfg, resume=path(resume), run_dir=path(out), force=force,
                          init_from=path(init_from), on_event=on_event, should_stop=should_stop,
                          reprobe=reprobe, user_keys=user_keys)
@@ -287,14 +287,16 @@ def train_config(config, sets: list[str], init_from: str | None):
 
 
 @contextlib.contextmanager
-def _global_state_kept():
-    """torch's thread count, float32 matmul precision and global random generators (CPU, and
-    each CUDA device in use) as they were, whatever training set them to."""
+def _global_state_kept(cuda: bool = False):
+    """torch's thread count, float32 matmul precision and global random generators as they
+    were, whatever training set them to: the CPU's, and every CUDA device's where CUDA is
+    initialized or (`cuda`) the run may use it (a run on the CPU does not touch them)."""
     import torch
     threads, matmul = torch.get_num_threads(), torch.get_float32_matmul_precision()
-    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    keep_cuda = cuda or torch.cuda.is_initialized()
+    devices = list(range(torch.cuda.device_count())) if keep_cuda else []
     try:
-        with torch.random.fork_rng(devices=cuda):
+        with torch.random.fork_rng(devices=devices):
             yield
     finally:
         torch.set_num_threads(threads)

@@ -13,6 +13,10 @@ first three, which `save_checkpoint` adds) are what charrnn.training.state.Train
     average), skipped_steps, schedule (a re-planned cosine, or None), stopped_by (why the run
     ended: max_steps, max_minutes or interrupt; None for a save during training)
 
+An exported model (charrnn.export) keeps only config, vocab, model, step, best_val_loss,
+val_loss and train_loss, and adds `kind` ("export"), `exported_from` (the source's path) and,
+when its weights are quantized, `quantization` ({"mode": "int8" or "bf16"}).
+
 Writes go to a temporary file in the same folder, are flushed and fsynced, then renamed over
 the old file, so a crash at any moment leaves either the old or the new checkpoint, never a
 broken one.

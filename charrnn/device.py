@@ -137,17 +137,37 @@ def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and precision == "fp16")
 
 
+@contextlib.contextmanager
 def fast_step_context(device: torch.device):
     """Context for one-character-at-a-time inference.
 
     On the CPU, oneDNN's recurrent kernels are several times slower than torch's own for a
     batch of one step (measured in `make bench`), so they are switched off while sampling.
+    torch's note on TF32 that setting the flags gives is silenced there, and nowhere else.
     """
-    if device.type == "cpu":
+    if device.type != "cpu":
+        yield
+        return
+    flags = torch.backends.mkldnn.flags(enabled=False)
+    with _tf32_note_silenced():
+        flags.__enter__()
+    try:
+        yield
+    finally:
+        with _tf32_note_silenced():
+            flags.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def _tf32_note_silenced():
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
-        return torch.backends.mkldnn.flags(enabled=False)
-    return contextlib.nullcontext()
+        yield
 
 
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)  # also seeds every CUDA device
+def seed_everything(seed: int, device: torch.device) -> None:
+    """Seed torch's generators for a run on `device`; a run on the CPU leaves CUDA's alone."""
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)  # also seeds every CUDA device

@@ -1,4 +1,5 @@
-"""Messages and training progress on stderr, for the CLI only.
+"""Messages and training progress on stderr, for the CLI; and `plural`, the wording helper that
+the library's own log lines share with it.
 
 A progress bar (rich) appears only when stderr is a terminal; otherwise plain log lines, one per
 logged step. `--quiet` silences everything but errors; rich honours NO_COLOR by itself.

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,7 @@ model = charrnn.load({str(tiny_run)!r}, device="cpu")
 assert "torch" in sys.modules
 import charrnn.training.loop as loop
 assert charrnn.train is charrnn.api.train and loop.train is not charrnn.train
+import contextlib
 import json
 print(json.dumps([model.step, "".join(model.generate("sharks", length=5, seed=1))]))
 """, tmp_path)
@@ -70,6 +73,24 @@ def test_generate_many_and_beam_are_the_cli_batch_and_beam(tiny_run, cli):
     assert code == 0, err
     assert [[d["text"], d["score"]] for d in json.loads(out)] == \
         [list(found) for found in model.beam("tuna", 3, 20, results=2)]
+
+
+def test_generating_leaves_the_warning_filters_and_onednn_flags_as_they_were(tiny_run):
+    model = charrnn.load(tiny_run, device="cpu")
+    onednn = torch.backends.mkldnn.enabled
+    torch.set_float32_matmul_precision("high")  # the setting under which torch warns of TF32
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            filters = list(warnings.filters)
+            text = "".join(model.generate("sharks", length=20, seed=1))
+            model.beam("tuna", 2, 10)
+            list(model.generate_many(["sharks", "tuna"], 10, seed=1))
+            assert warnings.filters == filters
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    assert len(text) == 20 and not [w for w in caught if "oneDNN" in str(w.message)]
+    assert torch.backends.mkldnn.enabled == onednn
 
 
 def test_score_is_charrnn_eval_with_per_character_log_probs(tiny_run, cli, tmp_path):
@@ -185,3 +206,27 @@ def test_the_readme_python_example_runs_as_written(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("sharks") and "bits/char" in proc.stdout
     assert (tmp_path / "runs" / "api" / "best.pt").is_file()
+
+
+def test_train_keeps_the_cuda_generators_of_a_run_that_may_use_cuda(monkeypatch):
+    """Kept even where CUDA is not initialized yet (the run initializes and seeds them); a run
+    on the CPU does not seed them at all."""
+    from charrnn import api
+    from charrnn.device import seed_everything
+    forked, seeded = [], []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.random, "fork_rng",
+                        lambda devices: forked.append(devices) or contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)
+    for cuda in (True, False):
+        with api._global_state_kept(cuda=cuda):
+            pass
+    assert forked == [[0, 1], []]
+    monkeypatch.undo()
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)
+    with torch.random.fork_rng(devices=[]):
+        seed_everything(3, torch.device("cpu"))
+        assert torch.initial_seed() == 3 and seeded == []
+        seed_everything(4, torch.device("cuda"))
+        assert torch.initial_seed() == 4 and seeded == [4]

@@ -195,7 +195,7 @@ def test_without_torchrun_a_group_is_one_process():
     assert (group.rank, group.world, group.main, group.launched) == (0, 1, True, False)
     model = torch.nn.Linear(2, 2)
     assert group.wrap(model) is model and group.rows(8) == slice(0, 8)
-    assert group.agree(False, 3.0) == (False, 3.0) and group.mean(torch.tensor([1.5])) == [1.5]
+    assert group.agree(False, 3.0) == (False, 3.0) and group.average(torch.tensor([1.5])).tolist() == [1.5]
 
 
 def test_under_torchrun_the_cores_are_shared_among_the_local_processes(monkeypatch):
@@ -237,7 +237,7 @@ def _agree_worker(rank: int, port: int, results):
     group = Group(torch.device("cpu"), rank, 2, launched=True)
     loss = float("nan") if rank == 1 else 2.0  # one rank's loss is not finite
     stop, clock = group.agree(rank == 0, 10.0 + rank)
-    (mean,) = group.mean(torch.tensor([loss]))
+    (mean,) = group.average(torch.tensor([loss])).tolist()
     shared = group.share(0.5 if rank == 0 else -1.0)
     hidden = group.gather_hidden((torch.full((1, 2, 3), float(rank), dtype=torch.half),))
     results.put((rank, math.isnan(mean), stop, clock, shared, hidden[0][0, :, 0].tolist(),

@@ -1,9 +1,9 @@
 """`charrnn export`: a slim model file that sample, eval and info load and resume refuses."""
 
 import json
+import re
 
 import torch
-
 
 
 def test_export_is_slim_and_loads_everywhere_but_resume(tiny_run, tmp_path, cli):
@@ -35,3 +35,16 @@ def test_export_is_slim_and_loads_everywhere_but_resume(tiny_run, tmp_path, cli)
     assert cli("export", str(tiny_run), "--out", str(out), "--force", "-q")[0] == 0
     code, _, err = cli("export", str(tiny_run), "--out", str(tmp_path / "no" / "m.pt"))
     assert code == 2 and err.startswith("error: ") and "does not exist" in err
+
+
+def test_the_checkpoint_docstring_names_every_key_of_an_export(tiny_run, tmp_path):
+    from charrnn import checkpoint
+    from charrnn.export import export_model
+    paragraph = next(p for p in checkpoint.__doc__.split("\n\n") if p.startswith("An exported"))
+    for quantize in (None, "int8"):
+        out = tmp_path / f"{quantize}.pt"
+        export_model(tiny_run, out, quantize=quantize)
+        keys = set(torch.load(out, weights_only=True)) - {"format", "format_version",
+                                                          "charrnn_version"}
+        assert ("quantization" in keys) == (quantize is not None)
+        assert keys <= set(re.findall(r"\w+", paragraph)), keys - set(re.findall(r"\w+", paragraph))

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from charrnn.config import ModelConfig
 from charrnn.errors import ModelError
-from charrnn.models import build_model, detach_hidden, list_models, register_model
+from charrnn.models import build_model, list_models, map_hidden, register_model
 
 VOCAB = 23
 
@@ -44,5 +44,5 @@ def test_forward_shapes_state_and_gradients(name):
     # carrying the state changes the next prediction; detaching keeps its values
     model.eval()
     fresh, _ = model(idx[:, :1])
-    carried, _ = model(idx[:, :1], detach_hidden(hidden))
+    carried, _ = model(idx[:, :1], map_hidden(torch.Tensor.detach, hidden))
     assert not torch.allclose(fresh, carried)

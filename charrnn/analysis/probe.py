@@ -40,9 +40,6 @@ class Probe:
     chars: list[str]  # the vocab
     units: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)  # (T, H) each
 
-    def surprise_bits(self) -> list[float | None]:
-        return [None if math.isnan(v) else -v / math.log(2) for v in self.logprobs.tolist()]
-
     def top(self, t: int) -> list[tuple[str, float]]:
         return [(self.chars[i], p) for i, p in zip(self.top_ids[t].tolist(),
                                                    self.top_probs[t].tolist())]

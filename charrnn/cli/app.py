@@ -106,8 +106,9 @@ def train_cmd(
                                 "measured fastest for this model on this machine)."),
     resume: Optional[str] = typer.Option(
         None, "--resume", "-r", metavar="RUN_DIR|CKPT",
-        help="Continue a run from its last.pt (or the checkpoint given), exactly where it "
-             "stopped."),
+        help="Continue a run from its last.pt (or the checkpoint given) where it stopped: "
+             "exactly, bit for bit, except with a time budget or with dropout between cuDNN "
+             "layers (the log warns then)."),
     init_from: Optional[str] = typer.Option(
         None, "--init-from", metavar="RUN_DIR|CKPT",
         help="Start a new run from the weights of another run or checkpoint (fine-tuning): "

@@ -11,11 +11,6 @@ from charrnn.models.registry import (build_model, check_installed, check_model_t
                                      list_models, register_model)
 
 
-def detach_hidden(hidden):
-    """Cut the graph behind a hidden state, keeping its values."""
-    return map_hidden(torch.Tensor.detach, hidden)
-
-
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -47,5 +42,5 @@ def check_training_fits(cfg, vocab_size: int, rows: int, device) -> None:
 
 
 __all__ = ["ForwardStep", "ModelFamily", "build_model", "check_installed", "check_model_type",
-           "check_training_fits", "count_parameters", "detach_hidden", "estimate_activations",
+           "check_training_fits", "count_parameters", "estimate_activations",
            "estimate_parameters", "family_of", "list_models", "map_hidden", "register_model"]

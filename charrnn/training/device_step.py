@@ -4,8 +4,9 @@ A step's loss and gradient norm go into `Readings`, a buffer on the device that 
 once per `train.log_every` steps. Whether a step was finite is decided on the device too: the
 optimizer is torch's fused AdamW / Adam, which skips its update (and undoes its step count) when
 its `found_inf` flag is set, the protocol torch.amp.GradScaler drives it by. Under fp16 the
-scaler makes that decision from the gradients; a non-finite loss is then made a non-finite
-gradient (`guard_loss`), so that the scaler skips its step too.
+optimizer is the unfused one and the scaler decides from the gradients (reading its flag to
+the host); a non-finite loss is then made a non-finite gradient (`guard_loss`), so that the
+scaler skips its step too.
 """
 
 from __future__ import annotations

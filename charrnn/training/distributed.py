@@ -145,10 +145,6 @@ class Group:
             values /= self.world
         return values
 
-    def mean(self, values: torch.Tensor) -> list[float]:
-        """`values` averaged over ranks, as floats (read to the host)."""
-        return self.average(values).tolist()
-
     def share(self, value: float) -> float:
         """Rank 0's `value` (e.g. a validation loss) on every rank; doubles as a barrier."""
         if not self.launched:
@@ -178,7 +174,7 @@ class Group:
         """A random stream of its own (dropout) for a rank other than 0 from `step` on; rank 0
         keeps the stream a plain run has."""
         if not self.main:
-            seed_everything((seed * 1_000_003 + self.rank * 7_919 + step) % (1 << 63))
+            seed_everything((seed * 1_000_003 + self.rank * 7_919 + step) % (1 << 63), self.device)
 
     def restore_rng(self, state: dict, seed: int, step: int, batch_size: int) -> list[str]:
         """Restore this rank's saved RNG state, or derive one; say what a new world size changed."""

@@ -8,9 +8,10 @@ Nothing here prints: progress goes to the `on_event(kind, info)` callback the ca
 A batch, the learning rate and the data position are pure functions of the step, and the
 checkpoint carries the model, optimizer, carried hidden state and RNG states (TrainState, in
 charrnn.training.state), so a run resumed from `last.pt` continues exactly as if it had never
-stopped. Each step of the loop is a function of its own (see `_steps`). A step reads nothing
-to the host: its loss and gradient norm stay on the device, a non-finite step is skipped there
-(charrnn.training.device_step), and the host reads them once per `train.log_every` steps.
+stopped. Each step of the loop is a function of its own (see `_steps`). Under fp32 and bf16 a
+step reads nothing to the host: its loss and gradient norm stay on the device, a non-finite
+step is skipped there (charrnn.training.device_step), and the host reads them once per
+`train.log_every` steps. Under fp16, torch's GradScaler reads its overflow flag at each step.
 """
 
 from __future__ import annotations
@@ -232,7 +233,7 @@ def _new_state(cfg: Config, vocab: Vocab, batcher: StreamBatcher, data: dict, gr
                precision: str, init_weights: dict | None) -> TrainState:
     """A run at step 0: the model seeded (or fine-tuned from `init_weights`) and its optimizer."""
     t, device = cfg.train, group.device
-    seed_everything(t.seed)
+    seed_everything(t.seed, device)
     model = build_model(cfg.model, len(vocab))
     if init_weights is not None:
         model.load_state_dict(init_weights)
