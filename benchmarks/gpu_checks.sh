@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA checks and GPU figures, on a machine with a CUDA GPU. By default one call of about
-# 6 minutes (estimated from the parts' times on 2026-11-30; under 8 with the parts' limits):
-# the cuda-marked tests, the recurrent state's dtype under each precision, a GPU checkpoint
-# sampled and resumed on the CPU, the precision comparison (fp32/TF32, fp16, bf16: speed and
+# 6 minutes (an estimate from the parts' times on 2026-11-30; give the call 8): the cuda-marked
+# tests, the recurrent state's dtype under each precision, the time of bf16's weight copies
+# against a bf16 training step, a GPU checkpoint sampled and resumed on the CPU, the precision comparison (fp32/TF32, fp16, bf16: speed and
 # validation loss after MINUTES (0.25) each, PRECISION_REPEATS (1) rounds, each in the reverse
 # order of the one before), the quick sampling and eval rows, and the hot path: training h128
 # LSTM, GRU and RNN against the bare loop (target 0.97 x each: the part fails below it), and a
@@ -134,6 +134,40 @@ for precision in ("fp32", "fp16", "bf16"):
             plain = model.rnn(model.embed(x))[1][0].dtype
     print(f"{precision}: hidden {h.dtype}, logits {logits.dtype}  "
           f"(nn.LSTM under bare bf16 autocast: {plain})")
+EOF
+
+part "bf16 weight copies" "their time against a bf16 training step of configs/shakespeare.yaml's 3 x 512 LSTM"
+run 90 $py - <<'EOF'
+import time, torch
+import torch.nn.functional as F
+from charrnn.config import load_config
+from charrnn.device import autocast
+from charrnn.models import build_model
+dev, t = torch.device("cuda"), load_config("configs/shakespeare.yaml").train
+model = build_model(load_config("configs/shakespeare.yaml").model, 65).to(dev)
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+x, y = (torch.randint(0, 65, (t.batch_size, t.seq_len), device=dev) for _ in range(2))
+def timed(work, repeats):
+    for _ in range(3):
+        work()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        work()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats
+def step():
+    with autocast(dev, "bf16"):
+        logits, _ = model(x)
+    F.cross_entropy(logits.float().reshape(-1, 65), y.reshape(-1)).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+weights = [p for p in model.parameters() if p.dim() > 1]  # every weight matrix: an upper bound
+copies = timed(lambda: [p.to(torch.bfloat16) for p in weights], 200)
+whole = timed(step, 20)
+print(f"bf16 copies of {sum(p.numel() for p in weights):,} weights: {copies * 1e6:.1f} µs; "
+      f"a bf16 training step ({t.batch_size} x {t.seq_len}): {whole * 1e3:.2f} ms; "
+      f"the copies are {copies / whole:.2%} of a step")
 EOF
 
 part "scaling row" "world size 1 under torchrun (NCCL, DDP) next to the plain command"

@@ -55,6 +55,20 @@ def test_bf16_autocast_runs_the_recurrent_layer_in_bf16_with_fp32_weights():
     assert model(x)[1][0].dtype == torch.float32  # outside autocast: fp32 again
 
 
+def test_a_training_step_runs_the_recurrent_layers_once(tmp_path, monkeypatch):
+    """So bf16's weight copies (made per run of the layers) are made once per optimizer step."""
+    from charrnn.config import load_config
+    from charrnn.models import recurrent
+    from charrnn.training.loop import train
+    runs, run_recurrent = [], recurrent.run_recurrent
+    monkeypatch.setattr(recurrent, "run_recurrent",
+                        lambda *a: runs.append(torch.is_grad_enabled()) or run_recurrent(*a))
+    cfg = load_config(TINY, ["train.max_steps=7", "train.eval_every=1000", "train.threads=1",
+                             "sample.preview_length=0", "model.hidden_size=16"])
+    assert train(cfg, run_dir=str(tmp_path / "run")).step == 7
+    assert runs.count(True) == 7
+
+
 def test_compile_key_is_refused_with_the_reason():
     with pytest.raises(ConfigError, match="train.compile was removed: torch.compile leaves"):
         config_from_dict({"train": {"compile": True}})

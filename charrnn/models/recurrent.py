@@ -31,6 +31,10 @@ def run_recurrent(rnn: torch.nn.Module, x: torch.Tensor, hidden):
     Under autocast, the cuDNN recurrent kernel is always cast to fp16, whatever dtype autocast
     was given. So under bf16 autocast the module runs outside autocast on bf16 copies of its
     weights (the fp32 weights stay the ones the optimizer updates), with a bf16 hidden state.
+    A training step runs this once (tests/test_precision.py), so the copies are made once per
+    optimizer step: for the 3 x 512 LSTM, 5.5 M weights, 33 MB moved against a step of 16,384
+    characters. (A cache kept across steps would have to notice the fused optimizer's in-place
+    update, which does not advance the weights' version counters.)
     """
     kind = x.device.type
     if not (torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.bfloat16):
