@@ -101,10 +101,7 @@ class Model:
         first character is asked for."""
         from charrnn.generation.sampling import check_options, generate
 
-        s = self.config.sample
-        length = s.length if length is None else length
-        temperature = s.temperature if temperature is None else temperature
-        top_k, top_p = (s.top_k if top_k is None else top_k), (s.top_p if top_p is None else top_p)
+        length, temperature, top_k, top_p = self.sample_options(length, temperature, top_k, top_p)
         check_options(length, temperature, top_k, top_p, greedy)
         if seed is not None and not 0 <= seed <= SEED_MAX:
             raise SamplingError(f"seed must be in 0..{SEED_MAX}, got {seed}")
@@ -114,13 +111,21 @@ class Model:
                         temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
                         seed=seed, stop=stop)
 
+    def sample_options(self, length: Optional[int] = None, temperature: Optional[float] = None,
+                       top_k: Optional[int] = None, top_p: Optional[float] = None) -> tuple:
+        """(length, temperature, top_k, top_p) of a sample: those given, and the run's `sample`
+        settings for those that are None."""
+        s = self.config.sample
+        return (s.length if length is None else length,
+                s.temperature if temperature is None else temperature,
+                s.top_k if top_k is None else top_k, s.top_p if top_p is None else top_p)
+
     def beam(self, prime: str, width: int, length: Optional[int] = None, *, results: int = 1,
              stop: Sequence[str] = (), length_penalty: float = 0.0) -> list[tuple[str, float]]:
         """Beam search (`charrnn sample --beam`): the `results` likeliest continuations of
         `prime` with their summed log-probabilities, best first."""
         from charrnn.generation.beam import beam_search
-        return beam_search(self.model, self.vocab, prime,
-                           self.config.sample.length if length is None else length, width=width,
+        return beam_search(self.model, self.vocab, prime, self.sample_options(length)[0], width=width,
                            device=self.device, results=results, stop=stop,
                            length_penalty=length_penalty)
 
@@ -237,20 +242,40 @@ def train(config_or_path=None, /, *, out: Optional[str | os.PathLike] = None,
     and `should_stop()`, polled between steps, ends the run cleanly (saving last.pt) when it
     returns True.
     """
-    from charrnn.training.rundir import check_log_to
-    from charrnn.training.loop import config_from_checkpoint, train as train_run
+    from charrnn.training.distributed import run_device
+    from charrnn.training.loop import train as train_run
 
-    sets = _override_texts(overrides)
-    if config_or_path is None and resume is not None:
-        cfg, user_keys = config_from_checkpoint(str(resume), sets), frozenset()
-    else:
-        cfg, user_keys = train_config(config_or_path, sets, init_from)
-    check_log_to(cfg.train.log_to)
     path = lambda p: None if p is None else str(p)  # noqa: E731
-    with _global_state_kept(cuda=cfg.train.device not in ("cpu", "mps")):
+    cfg, user_keys = run_config(config_or_path, _override_texts(overrides), resume=path(resume),
+                                init_from=path(init_from))
+    with _global_state_kept(cuda_devices=_cuda_index(run_device(cfg.train.device))):
         return train_run(cfg, resume=path(resume), run_dir=path(out), force=force,
                          init_from=path(init_from), on_event=on_event, should_stop=should_stop,
                          reprobe=reprobe, user_keys=user_keys)
+
+
+def _cuda_index(device) -> list[int]:
+    """[the index of `device`] if it is a CUDA device (`cuda`: the current one), else []."""
+    import torch
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+def run_config(config, sets: list[str], *, resume: Optional[str] = None,
+               init_from: Optional[str] = None):
+    """The config of a run to train and the keys its user set: a new run's from `config` (see
+    `train_config`), or with no config and `resume`, the saved run's; `sets` (`--set` texts)
+    applied. A new run's config is read before torch is imported, so that its errors come at
+    once; its logging destinations are checked before anything of the run is touched."""
+    if config is None and resume is not None:
+        from charrnn.training.loop import config_from_checkpoint
+        cfg, user_keys = config_from_checkpoint(resume, sets), frozenset()
+    else:
+        cfg, user_keys = train_config(config, sets, init_from)
+    from charrnn.training.rundir import check_log_to
+    check_log_to(cfg.train.log_to)
+    return cfg, user_keys
 
 
 def _override_texts(overrides: dict) -> list[str]:
@@ -287,16 +312,18 @@ def train_config(config, sets: list[str], init_from: str | None):
 
 
 @contextlib.contextmanager
-def _global_state_kept(cuda: bool = False):
+def _global_state_kept(cuda_devices: Sequence[int] = ()):
     """torch's thread count, float32 matmul precision and global random generators as they
-    were, whatever training set them to: the CPU's, and every CUDA device's where CUDA is
-    initialized or (`cuda`) the run may use it (a run on the CPU does not touch them)."""
+    were, whatever training set them to: the CPU's, the CUDA devices' a run uses
+    (`cuda_devices`; a run on the CPU does not touch them) and the current CUDA device's where
+    CUDA is initialized. Other GPUs are left alone: asking for their state would start CUDA
+    on each."""
     import torch
     threads, matmul = torch.get_num_threads(), torch.get_float32_matmul_precision()
-    keep_cuda = cuda or torch.cuda.is_initialized()
-    devices = list(range(torch.cuda.device_count())) if keep_cuda else []
+    devices = set(cuda_devices) | ({torch.cuda.current_device()} if torch.cuda.is_initialized()
+                                   else set())
     try:
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=sorted(devices)):
             yield
     finally:
         torch.set_num_threads(threads)

@@ -19,6 +19,8 @@ import charrnn
 from charrnn.errors import CharRNNError, CheckpointError, ConfigError, DataError, SamplingError
 from conftest import FOODCHAIN, ROOT, TINY, cli_env, run_cli
 
+CPU = torch.device("cpu")
+
 
 def _python(code: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -208,25 +210,24 @@ def test_the_readme_python_example_runs_as_written(tmp_path):
     assert (tmp_path / "runs" / "api" / "best.pt").is_file()
 
 
-def test_train_keeps_the_cuda_generators_of_a_run_that_may_use_cuda(monkeypatch):
-    """Kept even where CUDA is not initialized yet (the run initializes and seeds them); a run
-    on the CPU does not seed them at all."""
+def test_train_keeps_the_cuda_generator_of_the_device_a_run_uses(monkeypatch):
+    """Kept even where CUDA is not initialized yet (the run initializes and seeds it), and no
+    other GPU's (asking would start CUDA there); a run on the CPU does not seed them at all."""
     from charrnn import api
     from charrnn.device import seed_everything
     forked, seeded = [], []
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.random, "fork_rng",
                         lambda devices: forked.append(devices) or contextlib.nullcontext())
-    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)
-    for cuda in (True, False):
-        with api._global_state_kept(cuda=cuda):
+    for devices in ([1], []):
+        with api._global_state_kept(cuda_devices=devices):
             pass
-    assert forked == [[0, 1], []]
+    assert forked == [[1], []]
+    assert api._cuda_index(torch.device("cuda", 2)) == [2] and api._cuda_index(CPU) == []
     monkeypatch.undo()
     monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)
     with torch.random.fork_rng(devices=[]):
-        seed_everything(3, torch.device("cpu"))
+        seed_everything(3, CPU)
         assert torch.initial_seed() == 3 and seeded == []
         seed_everything(4, torch.device("cuda"))
         assert torch.initial_seed() == 4 and seeded == [4]

@@ -44,6 +44,16 @@ class Probe:
         return [(self.chars[i], p) for i, p in zip(self.top_ids[t].tolist(),
                                                    self.top_probs[t].tolist())]
 
+    def report(self, top: int) -> dict:
+        """What `charrnn show --json` prints: the characters predicted, their mean loss (nats)
+        and bits per character, and a record per character with its `top` likeliest choices."""
+        records = self.records()
+        for r in records:
+            r["top"] = r["top"] and r["top"][:top]
+        loss = -float(self.logprobs[1:].mean())
+        return {"chars": len(records), "loss": loss, "bpc": loss / math.log(2),
+                "records": records}
+
     def records(self) -> list[dict]:
         """One JSON-ready record per character: char, logprob (nats; null for the first), top."""
         lps, ids, ps = self.logprobs.tolist(), self.top_ids.tolist(), self.top_probs.tolist()

@@ -26,9 +26,8 @@ except ImportError:  # pragma: no cover - older typer on top of click
     from click import exceptions as cli_errors
 
 from charrnn import __version__
-from charrnn.cli.common import (QUIET_OPTION, choose_checkpoint,
-                                flag_overrides, make_reporter,
-                                naming_checkpoint, train_config)
+from charrnn.cli.common import (QUIET_OPTION, StopRequests, choose_checkpoint,
+                                flag_overrides, make_reporter, naming_checkpoint, run_config)
 from charrnn.cli.compress import compress_cmd, decompress_cmd
 from charrnn.cli.data import data_app
 from charrnn.cli.evaluate import eval_cmd
@@ -137,22 +136,16 @@ def train_cmd(
     if config is None and resume is None and data is None:
         raise cli_errors.UsageError("give a CONFIG file, --data TEXT to train a planned run, "
                                     "or --resume RUN_DIR to continue a run")
-    # the config is read before torch is imported, so that its errors come at once
-    cfg, user_keys = (train_config(config, sets, init_from) if resume is None
-                      else (None, frozenset()))
-    from charrnn.training.loop import config_from_checkpoint, train
-    if cfg is None:
-        cfg = config_from_checkpoint(resume, sets)
-    from charrnn.training.rundir import check_log_to
-    check_log_to(cfg.train.log_to)  # before anything of the run is touched
-
+    cfg, user_keys = run_config(None if resume else config, sets, resume=resume,
+                                init_from=init_from)
     from charrnn.training.distributed import is_main_process
+    from charrnn.training.loop import train
     reporter = make_reporter(quiet or not is_main_process())  # under torchrun, rank 0 reports
     from charrnn.device import available_cores
     if cfg.train.threads and cfg.train.threads > available_cores():
         reporter.warn(f"train.threads = {cfg.train.threads} is more than the {available_cores()} "
                       f"core(s) this process may use: training will be slower, not faster")
-    with _StopRequests(reporter) as stop:
+    with StopRequests(reporter, "stopping after this step") as stop:
         try:
             result = train(cfg, resume=resume, run_dir=out, force=force, init_from=init_from,
                            on_event=reporter.training_event, should_stop=stop,
@@ -160,32 +153,6 @@ def train_cmd(
         finally:
             reporter.close()
     _report_trained(result, cfg, reporter)
-
-
-class _StopRequests:
-    """The first Ctrl-C or SIGTERM asks training to stop after its step (it saves); a second
-    aborts at once. The command's own handlers, put back on the way out."""
-
-    def __init__(self, reporter) -> None:
-        self.reporter, self.requested, self.previous = reporter, False, {}
-
-    def __call__(self) -> bool:  # training's `should_stop` poll
-        return self.requested
-
-    def _on_signal(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.reporter.info("stopping after this step (press Ctrl-C again to abort at once)")
-
-    def __enter__(self) -> "_StopRequests":
-        self.previous = {s: signal.signal(s, self._on_signal)
-                         for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
 
 
 def _report_trained(result, cfg, reporter) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Iterator, Optional
 
 import typer
 
-from charrnn.api import train_config  # noqa: F401  (the commands import it from here)
+from charrnn.api import run_config, train_config  # noqa: F401  (the commands import them here)
 from charrnn.errors import CharRNNError
 
 CHECKPOINT_OPTION = typer.Option(
@@ -118,3 +119,30 @@ def flag_overrides(overrides: list[str], flags: dict) -> list[str]:
         check_flag(flag, FLAG_KEYS[flag], value)
         sets.append(f"{FLAG_KEYS[flag]}={json.dumps(value) if isinstance(value, str) else value}")
     return sets
+
+
+class StopRequests:
+    """The first Ctrl-C or SIGTERM asks the work (a run, a search) to stop after its step, which
+    it polls with `should_stop` (this object); a second aborts at once. The command's own
+    handlers, put back on the way out."""
+
+    def __init__(self, reporter, message: str) -> None:
+        self.reporter, self.message, self.requested, self.previous = reporter, message, False, {}
+
+    def __call__(self) -> bool:  # training's `should_stop` poll
+        return self.requested
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.reporter.info(f"{self.message} (press Ctrl-C again to abort at once)")
+
+    def __enter__(self) -> "StopRequests":
+        self.previous = {s: signal.signal(s, self._on_signal)
+                         for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)

@@ -173,7 +173,7 @@ def sample_cmd(
 
     Example: charrnn sample --prime "sharks" --length 200 --temperature 0.7
     """
-    from charrnn.generation.sampling import check_batch_fits, check_options
+    from charrnn.generation.sampling import check_options
 
     reporter = make_reporter(quiet)
     _check_combinations(prime, prime_file, greedy, beam, num_samples, temperature, top_k,
@@ -183,38 +183,48 @@ def sample_cmd(
     sep = decode_escapes(separator, "--separator")
     stops, primes = _stops_and_primes(stop, prime, prime_file, beam, length_penalty, reporter)
     loaded = load_model(checkpoint, device)
-    model, vocab, cfg, dev = loaded.model, loaded.vocab, loaded.cfg, loaded.device
     with loaded.blame():
         for p in primes:
-            vocab.check(p, f"the prime {p!r}")
-    s = cfg.sample
-    length = s.length if length is None else length
-    temperature = s.temperature if temperature is None else temperature
-    top_k = top_k if top_k is not None else s.top_k
-    top_p = top_p if top_p is not None else s.top_p
-    if beam is None and not interactive:  # a single sample streams; --stop makes --length a cap
-        samples = len(primes) * num_samples
-        streamed = samples == 1 and not as_json
-        check_batch_fits(model, len(vocab), samples, 0 if streamed or stops else length,
-                         f"--num-samples {num_samples}"
-                         + (f" for each of {len(primes)} primes" if len(primes) > 1 else "")
-                         + f" with --length {length}")
-    reporter.info(loaded.note)  # only once every input is known to be good
-    out = sys.stdout
+            loaded.vocab.check(p, f"the prime {p!r}")
+    length, temperature, top_k, top_p = loaded.api.sample_options(length, temperature, top_k,
+                                                                  top_p)
     if interactive:
         from charrnn.cli.interactive import prompt_loop
-        prompt_loop(model, vocab, dev, primes[0], length=length, temperature=temperature,
-                    top_k=top_k, top_p=top_p, greedy=greedy, seed=seed, stop=stops)
-        return
-    if beam is not None:
+        reporter.info(loaded.note)
+        prompt_loop(loaded.model, loaded.vocab, loaded.device, primes[0], length=length,
+                    temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
+                    seed=seed, stop=stops)
+    elif beam is not None:
+        reporter.info(loaded.note)
         found = [(p, text, score) for p in primes
                  for text, score in loaded.api.beam(p, beam, length, results=num_samples,
                                                     stop=stops, length_penalty=length_penalty)]
-        _write_beams(out, found, sep, as_json)
-        return
-    primes = [p for p in primes for _ in range(num_samples)]
-    steps = loaded.api.generate_many(primes, length, temperature=temperature, top_k=top_k,
-                                     top_p=top_p, greedy=greedy, seed=seed, stop=stops)
+        _write_beams(sys.stdout, found, sep, as_json)
+    else:
+        _check_batch_fits(loaded, len(primes), num_samples, length, stops, as_json)
+        primes = [p for p in primes for _ in range(num_samples)]
+        reporter.info(loaded.note)  # only once every input is known to be good
+        steps = loaded.api.generate_many(primes, length, temperature=temperature, top_k=top_k,
+                                         top_p=top_p, greedy=greedy, seed=seed, stop=stops)
+        _write_samples(sys.stdout, primes, steps, sep, as_json)
+
+
+def _check_batch_fits(loaded, primes: int, num_samples: int, length: int, stops: list,
+                      as_json: bool) -> None:
+    """A batch of samples that would not fit in memory is refused before it starts (a single
+    streamed sample, or one that --stop may end early, keeps no text to fit)."""
+    from charrnn.generation.sampling import check_batch_fits
+    samples = primes * num_samples
+    streamed = samples == 1 and not as_json
+    check_batch_fits(loaded.model, len(loaded.vocab), samples,
+                     0 if streamed or stops else length,
+                     f"--num-samples {num_samples}"
+                     + (f" for each of {primes} primes" if primes > 1 else "")
+                     + f" with --length {length}")
+
+
+def _write_samples(out, primes: list[str], steps, sep: str, as_json: bool) -> None:
+    """Samples as they are generated: one streamed, several (or --json) once all are done."""
     if len(primes) == 1 and not as_json:
         _stream(out, primes[0], steps)
         return

@@ -1,21 +1,21 @@
 """`charrnn tune`: search around the plan under a wall-clock budget (Optuna, `charrnn[tune]`).
 
 stdout carries the table of trials (or JSON with --json) and the best config's path; progress
-goes to stderr. Ctrl-C stops the search between steps, keeps what is done and prints the best
-so far (exit 130).
+goes to stderr. Ctrl-C (or SIGTERM) stops the search between steps, keeps what is done and
+prints the best so far (exit 130); a second Ctrl-C aborts at once.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import signal
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from charrnn.cli.common import QUIET_OPTION, flag_overrides, make_reporter, train_config
+from charrnn.cli.common import (QUIET_OPTION, StopRequests, flag_overrides, make_reporter,
+                                train_config)
 from charrnn.errors import ConfigError
 
 
@@ -64,47 +64,32 @@ def tune_cmd(
     sets = flag_overrides(overrides, {"--data": data, "--device": device,
                                       "--max-minutes": trial_minutes})
     cfg, user_keys = train_config(config, sets + ["train.plan=true"], None)
-    from charrnn.training.tune import require_optuna
+    from charrnn.training.tune import require_optuna, search_start, tune
     require_optuna()  # before any probe or run: say at once what is missing
-    from charrnn.text.data import load_training_corpus
-    from charrnn.device import resolve_device
-    from charrnn.planning.planner import plan_run
-    from charrnn.training.tune import tune
     reporter = make_reporter(quiet)
-    corpus = load_training_corpus(cfg)
-    fixed = set(user_keys) - {"train.max_minutes", "train.plan"}
-    plan = plan_run(cfg, fixed | {"train.max_minutes"}, train_chars=len(corpus.train),
-                    text_chars=len(corpus.ids), vocab_size=len(corpus.vocab),
-                    device=resolve_device(cfg.train.device))
+    plan, fixed, train_chars = search_start(cfg, user_keys)
     for line in plan.describe():
         reporter.info(line)
     name = Path(cfg.train.out_dir).name
     tune_dir = Path(out or Path("runs") / f"tune-{name}")
-    stop = {"requested": False}
-
-    def on_signal(signum, frame):
-        stop["requested"] = True
-        reporter.info("stopping the search after this step (the best so far is kept)")
-
-    def on_trial(row: dict) -> None:
-        loss = f"{row['val_loss']:.4f}" if row["val_loss"] is not None else "-"
-        reporter.info(f"trial {row['trial']} {row['state']}: val loss {loss} "
-                      f"{'(the plan) ' if row['plan'] else ''}{row['params']}")
-
-    previous = signal.signal(signal.SIGINT, on_signal)
-    try:
+    with StopRequests(reporter, "stopping the search after this step (the best so far is "
+                                "kept)") as stop:
         result = tune(plan.config, fixed, tune_dir, budget_minutes=minutes,
-                      trial_minutes=trial_minutes, train_chars=len(corpus.train),
-                      storage=storage, study_name=f"charrnn-{name}-{trial_minutes:g}m",
-                      seed=seed, on_trial=on_trial, should_stop=lambda: stop["requested"])
-    finally:
-        signal.signal(signal.SIGINT, previous)
+                      trial_minutes=trial_minutes, train_chars=train_chars, storage=storage,
+                      study_name=f"charrnn-{name}-{trial_minutes:g}m", seed=seed,
+                      on_trial=lambda row: reporter.info(_trial_line(row)), should_stop=stop)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
         _print_table(result)
     if result.interrupted:
         raise typer.Exit(130)
+
+
+def _trial_line(row: dict) -> str:
+    loss = f"{row['val_loss']:.4f}" if row["val_loss"] is not None else "-"
+    return (f"trial {row['trial']} {row['state']}: val loss {loss} "
+            f"{'(the plan) ' if row['plan'] else ''}{row['params']}")
 
 
 def _print_table(result) -> None:

@@ -194,13 +194,7 @@ def show_cmd(
         write_text_atomic(html, page_html(probe, f"charrnn show: {text_file or 'text'}", desc))
         reporter.info(f"wrote {html}")
     if as_json:
-        records = probe.records()
-        for r in records:
-            r["top"] = r["top"] and r["top"][:top or 5]
-        loss = -float(probe.logprobs[1:].mean())
-        sys.stdout.write(json.dumps({"chars": len(records), "loss": loss,
-                                     "bpc": loss / math.log(2), "records": records},
-                                    ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(probe.report(top or 5), ensure_ascii=False) + "\n")
     elif html is None:
         sys.stdout.write(terminal_view(probe, color=_colour(sys.stdout), top=top))
     sys.stdout.flush()

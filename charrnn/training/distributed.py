@@ -52,6 +52,14 @@ def is_main_process() -> bool:
     return env_rank() == 0
 
 
+def run_device(spec: str) -> torch.device:
+    """The device this process trains on for `train.device` = `spec`: under torchrun the one of
+    its local rank, else the one `spec` names (`cuda` is CUDA's current device)."""
+    if launched():
+        return _pick_device(spec, int(os.environ["LOCAL_RANK"]))
+    return resolve_device(spec)
+
+
 def _pick_device(spec: str, local_rank: int) -> torch.device:
     spec = (spec or "auto").strip().lower()
     if spec == f"cuda:{local_rank}":
@@ -249,12 +257,11 @@ def start(device_spec: str, batch_size: int) -> Group:
     if not launched():
         return Group(resolve_device(device_spec))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ["LOCAL_RANK"])
     if batch_size % world:
         raise ConfigError(f"train.batch_size {batch_size} does not divide among {world} "
                           f"processes: it is the global number of streams, and each process "
                           f"takes an equal share (use a multiple of {world})")
-    device = _pick_device(device_spec, local_rank)
+    device = run_device(device_spec)
     if device.type == "cuda":
         torch.cuda.set_device(device)
         dist.init_process_group("nccl", timeout=TIMEOUT, device_id=device)

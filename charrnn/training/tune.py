@@ -60,6 +60,21 @@ class TuneResult:
                 "trials": self.trials}
 
 
+def search_start(cfg: Config, user_keys) -> tuple[Any, set[str], int]:
+    """Where a search starts: the plan for `cfg`'s text, device and trial minutes (a
+    charrnn.planning Plan), the keys it keeps fixed (those the user set), and the number of
+    training characters."""
+    from charrnn.device import resolve_device
+    from charrnn.planning.planner import plan_run
+    from charrnn.text.data import load_training_corpus
+    corpus = load_training_corpus(cfg)
+    fixed = set(user_keys) - {"train.max_minutes", "train.plan"}
+    plan = plan_run(cfg, fixed | {"train.max_minutes"}, train_chars=len(corpus.train),
+                    text_chars=len(corpus.ids), vocab_size=len(corpus.vocab),
+                    device=resolve_device(cfg.train.device))
+    return plan, fixed, len(corpus.train)
+
+
 def search_space(trial, base: Config, fixed: set[str], train_chars: int) -> dict[str, Any]:
     """A point near the plan `base`: half to twice its width, 1 to 3 layers, batch 8 to 64
     (as the text allows), dropout 0 to 0.5, lr a third to three times the plan's."""
