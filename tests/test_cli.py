@@ -240,6 +240,19 @@ def test_cuda_training_resumes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "from step 50 to 100" in proc.stderr and "on cuda" in proc.stderr
     assert torch.load(out / "last.pt", weights_only=True, map_location="cpu")["step"] == 100
+    assert "cuDNN" not in proc.stderr  # one layer: nothing to say
+
+
+@pytest.mark.cuda
+def test_a_cuda_resume_with_dropout_between_layers_says_it_may_not_continue_exactly(tmp_path):
+    out = tmp_path / "gpu"
+    layers = ["--set", "model.num_layers=2", "--set", "model.dropout=0.1"]
+    assert run_cli("train", str(TINY), "--device", "cuda", "--out", str(out), "--max-steps",
+                   "20", *layers, "-q").returncode == 0
+    proc = run_cli("train", "--resume", str(out), "--max-steps", "30")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" in proc.stderr and "not expected to continue exactly" in proc.stderr
+    assert "cuDNN draws the dropout between recurrent layers" in proc.stderr
 
 
 # ----------------------------------------------------------------------------- eval inputs
