@@ -125,8 +125,8 @@ class Model:
         """Beam search (`charrnn sample --beam`): the `results` likeliest continuations of
         `prime` with their summed log-probabilities, best first."""
         from charrnn.generation.beam import beam_search
-        return beam_search(self.model, self.vocab, prime, self.sample_options(length)[0], width=width,
-                           device=self.device, results=results, stop=stop,
+        return beam_search(self.model, self.vocab, prime, self.sample_options(length)[0],
+                           width=width, device=self.device, results=results, stop=stop,
                            length_penalty=length_penalty)
 
     def score(self, text: str, *, unknown: str = "error", log_probs: bool = True) -> Score:
