@@ -2,9 +2,9 @@
 # The CUDA checks and GPU figures, on a machine with a CUDA GPU. By default one call of about
 # 6 minutes (an estimate from the parts' times on 2026-11-30; give the call 8): the cuda-marked
 # tests, the recurrent state's dtype under each precision, the time of bf16's weight copies
-# against a bf16 training step, a GPU checkpoint sampled and resumed on the CPU, the precision comparison (fp32/TF32, fp16, bf16: speed and
-# validation loss after MINUTES (0.25) each, PRECISION_REPEATS (1) rounds, each in the reverse
-# order of the one before), the quick sampling and eval rows, and the hot path: training h128
+# against a bf16 training step, a GPU checkpoint sampled and resumed on the CPU, the precision
+# comparison (fp32/TF32, fp16, bf16: speed and validation loss after MINUTES (0.25) each,
+# PRECISION_REPEATS (1) rounds, each in the reverse order of the one before), the quick sampling and eval rows, and the hot path: training h128
 # LSTM, GRU and RNN against the bare loop (target 0.97 x each: the part fails below it), and a
 # 2-layer run resumed on the GPU with dropout and without, each said to have continued exactly
 # or not (README "Resuming": not expected with dropout).
@@ -14,7 +14,9 @@
 #   benchmarks/gpu_checks.sh                          (log: $OUT/gpu-checks.log if OUT is set,
 #                                                      else benchmarks/results/gpu-checks.log)
 #   ONLY='scaling|planned' benchmarks/gpu_checks.sh   ONLY and SKIP match part names, as regexes;
-#   SKIP='' benchmarks/gpu_checks.sh                  SKIP='' runs every part (about 11 minutes)
+#   SKIP='' benchmarks/gpu_checks.sh                  SKIP='' runs every part (about 11 minutes);
+#                                                     a SKIP replaces the default one, so
+#                                                     SKIP=precision runs every part but that
 #   DRY_RUN=1 benchmarks/gpu_checks.sh                prints the commands it would run, and runs none
 # Each part runs even if an earlier one fails, under its own time limit; the last line names
 # the parts that failed, and the exit status is 1 if any did.
@@ -221,9 +223,10 @@ work = sys.argv[1]
 def train(dropout, *args):
     cmd = [sys.executable, "-m", "charrnn", "train", *args]
     if args[0] != "--resume":
-        cmd += ["--device", "cuda", "--set", "model.num_layers=2", "--set", f"model.dropout={dropout}",
-                "--set", "train.lr_schedule=constant", "--set", "train.log_every=1",
-                "--set", "train.eval_every=1000", "-q"]
+        cmd += ["--device", "cuda", "-q"]
+        for key in ("model.num_layers=2", f"model.dropout={dropout}", "train.log_every=1",
+                    "train.lr_schedule=constant", "train.eval_every=1000"):
+            cmd += ["--set", key]
     print("$", " ".join(cmd[1:]), flush=True)
     return subprocess.Popen(cmd)
 def together(*procs):

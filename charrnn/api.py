@@ -266,8 +266,8 @@ def run_config(config, sets: list[str], *, resume: Optional[str] = None,
                init_from: Optional[str] = None):
     """The config of a run to train and the keys its user set: a new run's from `config` (see
     `train_config`), or with no config and `resume`, the saved run's; `sets` (`--set` texts)
-    applied. A new run's config is read before torch is imported, so that its errors come at
-    once; its logging destinations are checked before anything of the run is touched."""
+    applied. A new run's config is read without importing torch (so the CLI reports its errors
+    at once); its logging destinations are checked before anything of the run is touched."""
     if config is None and resume is not None:
         from charrnn.training.loop import config_from_checkpoint
         cfg, user_keys = config_from_checkpoint(resume, sets), frozenset()

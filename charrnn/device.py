@@ -137,18 +137,20 @@ def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and precision == "fp16")
 
 
-@contextlib.contextmanager
 def fast_step_context(device: torch.device):
     """Context for one-character-at-a-time inference.
 
     On the CPU, oneDNN's recurrent kernels are several times slower than torch's own for a
     batch of one step (measured in `make bench`), so they are switched off while sampling.
-    torch's note on TF32 that setting the flags gives is silenced there, and nowhere else.
     """
-    if device.type != "cpu":
-        yield
-        return
-    flags = torch.backends.mkldnn.flags(enabled=False)
+    return onednn(enabled=False) if device.type == "cpu" else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def onednn(enabled: bool):
+    """oneDNN's CPU kernels on or off inside; torch's note on TF32, which it gives when these
+    flags are set, is silenced there and nowhere else."""
+    flags = torch.backends.mkldnn.flags(enabled=enabled)
     with _tf32_note_silenced():
         flags.__enter__()
     try:
@@ -166,8 +168,12 @@ def _tf32_note_silenced():
 
 
 def seed_everything(seed: int, device: torch.device) -> None:
-    """Seed torch's generators for a run on `device`; a run on the CPU leaves CUDA's alone."""
-    if device.type == "cpu":
-        torch.default_generator.manual_seed(seed)
-    else:
-        torch.manual_seed(seed)  # also seeds every CUDA device
+    """Seed the generators a run on `device` draws from: the CPU's and, on a GPU, that GPU's;
+    the other devices' are left alone."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.init()
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.default_generators[index].manual_seed(seed)
+    elif device.type != "cpu":
+        torch.manual_seed(seed)  # MPS: seeded with the CPU's

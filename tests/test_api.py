@@ -38,7 +38,6 @@ model = charrnn.load({str(tiny_run)!r}, device="cpu")
 assert "torch" in sys.modules
 import charrnn.training.loop as loop
 assert charrnn.train is charrnn.api.train and loop.train is not charrnn.train
-import contextlib
 import json
 print(json.dumps([model.step, "".join(model.generate("sharks", length=5, seed=1))]))
 """, tmp_path)
@@ -211,8 +210,8 @@ def test_the_readme_python_example_runs_as_written(tmp_path):
 
 
 def test_train_keeps_the_cuda_generator_of_the_device_a_run_uses(monkeypatch):
-    """Kept even where CUDA is not initialized yet (the run initializes and seeds it), and no
-    other GPU's (asking would start CUDA there); a run on the CPU does not seed them at all."""
+    """Kept even where CUDA is not initialized yet (the run initializes and seeds it); no other
+    GPU's is asked for (that would start CUDA there) or seeded, and a run on the CPU seeds none."""
     from charrnn import api
     from charrnn.device import seed_everything
     forked, seeded = [], []
@@ -225,9 +224,21 @@ def test_train_keeps_the_cuda_generator_of_the_device_a_run_uses(monkeypatch):
     assert forked == [[1], []]
     assert api._cuda_index(torch.device("cuda", 2)) == [2] and api._cuda_index(CPU) == []
     monkeypatch.undo()
+
+    class Generator:
+        def __init__(self):
+            self.seed = None
+
+        def manual_seed(self, seed):
+            self.seed = seed
+
+    gpus = [Generator(), Generator()]
     monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)
+    monkeypatch.setattr(torch.cuda, "init", lambda: None)
+    monkeypatch.setattr(torch.cuda, "default_generators", gpus, raising=False)
     with torch.random.fork_rng(devices=[]):
         seed_everything(3, CPU)
-        assert torch.initial_seed() == 3 and seeded == []
-        seed_everything(4, torch.device("cuda"))
-        assert torch.initial_seed() == 4 and seeded == [4]
+        assert torch.initial_seed() == 3 and [g.seed for g in gpus] == [None, None]
+        seed_everything(4, torch.device("cuda", 1))
+        assert torch.initial_seed() == 4 and [g.seed for g in gpus] == [None, 4]
+    assert seeded == []  # no GPU but the run's is seeded

@@ -217,6 +217,7 @@ class _Streams:
         """The learning model's step on the window both sides know: reading columns start ..
         end - 1 from `before`, predicting columns start + 1 .. end of every row that has them
         (an escaped character is read as the filler and never a target)."""
+        from charrnn.device import onednn
         from charrnn.models.family import map_hidden
         coder = self.coder
         x = coder.inputs(torch.from_numpy(self.symbols[:, start:end]))
@@ -224,7 +225,7 @@ class _Streams:
         keep = y != coder.escape
         keep[-1, max(0, self.last - start - 1):] = False  # past the end of the last row
         y[~keep] = 0
-        with torch.backends.mkldnn.flags(enabled=True):  # oneDNN: 2-4x faster over a window
+        with onednn(enabled=True):  # oneDNN: 2-4x faster over a window
             self.learner.learn_window(x, y, map_hidden(torch.clone, before), keep)
 
 

@@ -45,8 +45,9 @@ class Probe:
                                                    self.top_probs[t].tolist())]
 
     def report(self, top: int) -> dict:
-        """What `charrnn show --json` prints: the characters predicted, their mean loss (nats)
-        and bits per character, and a record per character with its `top` likeliest choices."""
+        """What `charrnn show --json` prints: the number of characters (the first is read, not
+        predicted), the mean loss (nats) and bits per character of the others, and a record
+        per character with its `top` likeliest choices."""
         records = self.records()
         for r in records:
             r["top"] = r["top"] and r["top"][:top]

@@ -2,7 +2,8 @@
 
 stdout carries the table of trials (or JSON with --json) and the best config's path; progress
 goes to stderr. Ctrl-C (or SIGTERM) stops the search between steps, keeps what is done and
-prints the best so far (exit 130); a second Ctrl-C aborts at once.
+prints the best so far (exit 130); a second Ctrl-C ends the running trial at once (it is
+recorded as failed), then the search ends the same way.
 """
 
 from __future__ import annotations

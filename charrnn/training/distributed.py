@@ -54,7 +54,8 @@ def is_main_process() -> bool:
 
 def run_device(spec: str) -> torch.device:
     """The device this process trains on for `train.device` = `spec`: under torchrun the one of
-    its local rank, else the one `spec` names (`cuda` is CUDA's current device)."""
+    its local rank, else the one `spec` names (`auto` on a GPU machine: CUDA's current device;
+    `cuda`: cuda:0)."""
     if launched():
         return _pick_device(spec, int(os.environ["LOCAL_RANK"]))
     return resolve_device(spec)
