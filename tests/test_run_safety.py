@@ -10,13 +10,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from charrnn.checkpoint import load_checkpoint
 from charrnn.config import load_config
 from charrnn.training.rundir import RunLock
 from charrnn.training.loop import train
 
-from conftest import TINY
+from conftest import TINY, run_cli
 
 FAST = ["model.hidden_size=16", "train.threads=1", "train.log_every=1"]
 SMALL_FLAGS = ["--threads", "1", "--set", "model.hidden_size=16", "-q"]
@@ -163,3 +164,24 @@ def test_a_floor_above_the_rate_reached_is_refused_on_resume(at_step_200, tmp_pa
     code, _, err = cli("train", "--resume", run, "--set", "train.min_lr_ratio=0.9", "-q")
     assert code == 2 and "train.min_lr_ratio" in err, err
     assert hashes(run) == before
+
+
+def test_a_config_given_with_resume_is_the_one_resumed_with_checked_like_set(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("train", str(TINY), "--out", str(run), "--max-steps", "6", "-q",
+                   "--set", "train.eval_every=3").returncode == 0
+    config = yaml.safe_load(TINY.read_text(encoding="utf-8"))
+    config["data"]["path"] = str((TINY.parent / config["data"]["path"]).resolve())
+    config["train"].update(lr=0.002, eval_every=3)
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(config), encoding="utf-8")
+    proc = run_cli("train", str(changed), "--resume", str(run), "--max-steps", "8")
+    assert proc.returncode == 0, proc.stderr
+    assert "changed on resume: train.lr: 0.01 -> 0.002" in proc.stderr
+    assert load_checkpoint(run / "last.pt")["config"]["train"]["lr"] == 0.002
+    config["model"]["hidden_size"] = 64
+    changed.write_text(yaml.safe_dump(config), encoding="utf-8")
+    before = (run / "last.pt").read_bytes()
+    proc = run_cli("train", str(changed), "--resume", str(run), "--max-steps", "10")
+    assert proc.returncode == 2 and "model.hidden_size = 64" in proc.stderr, proc.stderr
+    assert (run / "last.pt").read_bytes() == before

@@ -136,8 +136,7 @@ def train_cmd(
     if config is None and resume is None and data is None:
         raise cli_errors.UsageError("give a CONFIG file, --data TEXT to train a planned run, "
                                     "or --resume RUN_DIR to continue a run")
-    cfg, user_keys = run_config(None if resume is not None else config, sets, resume=resume,
-                                init_from=init_from)
+    cfg, user_keys = run_config(config, sets, resume=resume, init_from=init_from)
     from charrnn.training.distributed import is_main_process
     from charrnn.training.loop import train
     reporter = make_reporter(quiet or not is_main_process())  # under torchrun, rank 0 reports
