@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
-# The CUDA checks and GPU figures, on a machine with a CUDA GPU. By default one call of about
-# 6 minutes (an estimate from the parts' times on 2026-11-30; give the call 8): the cuda-marked
-# tests, the recurrent state's dtype under each precision, the time of bf16's weight copies
-# against a bf16 training step, a GPU checkpoint sampled and resumed on the CPU, the precision
-# comparison (fp32/TF32, fp16, bf16: speed and validation loss after MINUTES (0.25) each,
-# PRECISION_REPEATS (1) rounds, each in the reverse order of the one before), the quick sampling and eval rows, and the hot path: training h128
-# LSTM, GRU and RNN against the bare loop (target 0.97 x each: the part fails below it), and a
-# 2-layer run resumed on the GPU with dropout and without, each said to have continued exactly
-# or not (README "Resuming": not expected with dropout).
+# The CUDA checks and GPU figures, on a machine with a CUDA GPU, in one call of at most
+# BUDGET_S (450) seconds, about 7 minutes of parts (an estimate from their times on 2026-11-30).
+# The parts run most important first: the cuda-marked tests; a GPU checkpoint sampled and
+# resumed on the CPU; the hot path: training h128 LSTM, GRU and RNN against the bare loop
+# (target 0.97 x each: the part fails below it), and a 2-layer run resumed on the GPU with
+# dropout and without, each said to have continued exactly or not (README "Checkpoints and
+# resuming": not expected with dropout); the precision comparison (fp32/TF32, fp16, bf16: speed
+# and validation loss after MINUTES (0.25) each, PRECISION_REPEATS (1) rounds, each in the
+# reverse order of the one before); the quick sampling and eval rows; the recurrent state's
+# dtype under each precision; the time of bf16's weight copies against a bf16 training step.
+# Once the budget is spent, the command running is stopped and the parts left are skipped;
+# the last line names them (ONLY runs them in a call of their own).
 # Two parts measured before run only when named (about 5 minutes together): world size 1 under
 # torchrun (NCCL) against the plain command (the bench's scaling row), and the planned run on
 # Tiny Shakespeare next to configs/shakespeare.yaml for PLAN_MINUTES (2) each:
 #   benchmarks/gpu_checks.sh                          (log: $OUT/gpu-checks.log if OUT is set,
 #                                                      else benchmarks/results/gpu-checks.log)
 #   ONLY='scaling|planned' benchmarks/gpu_checks.sh   ONLY and SKIP match part names, as regexes;
-#   SKIP='' benchmarks/gpu_checks.sh                  SKIP='' runs every part (about 11 minutes);
+#   SKIP='' BUDGET_S=900 benchmarks/gpu_checks.sh     SKIP='' runs every part (about 12 minutes);
 #                                                     a SKIP replaces the default one, so
 #                                                     SKIP=precision runs every part but that
-#   DRY_RUN=1 benchmarks/gpu_checks.sh                prints the commands it would run, and runs none
+#   DRY_RUN=1 benchmarks/gpu_checks.sh                prints the commands, and runs none
 # Each part runs even if an earlier one fails, under its own time limit; the last line names
-# the parts that failed, and the exit status is 1 if any did.
+# the parts that failed (the exit status is then 1) and those the budget left out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 results=${OUT:-benchmarks/results}
@@ -28,6 +31,7 @@ repeats=${PRECISION_REPEATS:-1}  # rounds of the precision comparison
 skip=${SKIP-scaling|planned}     # the parts left out unless named (SKIP='' runs them all)
 [ -n "${ONLY:-}" ] && skip=${SKIP:-}
 plan_minutes=${PLAN_MINUTES:-2}  # the planned run and configs/shakespeare.yaml, each
+budget=${BUDGET_S:-450}          # the call's seconds: parts not reached by then are skipped
 py=${PYTHON:-python3}
 [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ] && py=.venv/bin/python  # make install's
 work=$(mktemp -d /tmp/charrnn-gpu.XXXXXX)
@@ -40,6 +44,7 @@ export CHARRNN_CACHE_DIR=${CHARRNN_CACHE_DIR:-$work/cache}
 
 part=""
 failed=()
+late=()     # the parts the call's time did not reach, or cut short
 skipping=""
 part() {  # part NAME [WHAT]: the part the next commands belong to, and its heading
   part=$1
@@ -50,6 +55,12 @@ part() {  # part NAME [WHAT]: the part the next commands belong to, and its head
     echo "== $1: skipped (not named in ONLY, or named in SKIP)"
     return
   fi
+  if [ "$SECONDS" -ge "$budget" ]; then
+    skipping=1
+    late+=("$1")
+    echo "== $1: skipped (out of time: the call's $budget s are spent; ONLY='$1' runs it)"
+    return
+  fi
   echo "== $1${2:+: $2}"
 }
 
@@ -57,24 +68,44 @@ fail() {  # the current part failed (named once in the summary)
   [ ${#failed[@]} -gt 0 ] && [ "${failed[-1]}" = "$part" ] || failed+=("$part")
 }
 
-run() {  # run LIMIT_SECONDS COMMAND...: print it, then run it under a time limit
-  [ -n "$skipping" ] && return 0
-  local limit=$1; shift
+run() {  # run LIMIT_SECONDS COMMAND...: print it, then run it under a time limit (at most
+  [ -n "$skipping" ] && return 0  # what is left of the call's budget)
+  local limit=$1 left=$(( budget - SECONDS )); shift
   echo "\$ $*"
   if [ -n "${DRY_RUN:-}" ]; then return 0; fi
-  timeout "$limit" "$@"
-  local code=$?
-  [ $code -eq 0 ] || { echo "(exit code $code)"; fail; }
-}
-
-summary() {  # the last line: every part passed, or the ones that failed (status 1)
-  if [ ${#failed[@]} -eq 0 ]; then
-    echo "== done in $SECONDS s: every part passed"
+  if [ "$left" -le 0 ]; then
+    echo "(not run: the call's $budget s are spent)"
+    out_of_time
     return 0
   fi
-  local names
-  names=$(printf '; %s' "${failed[@]}")
-  echo "== done in $SECONDS s: ${#failed[@]} part(s) FAILED: ${names#; }"
+  timeout "$(( limit < left ? limit : left ))" "$@"
+  local code=$?
+  if [ $code -eq 124 ] && [ "$left" -lt "$limit" ]; then
+    echo "(stopped: the call's $budget s are spent)"
+    out_of_time
+  elif [ $code -ne 0 ]; then
+    echo "(exit code $code)"
+    fail
+  fi
+}
+
+out_of_time() {  # the current part was cut short by the call's budget (named once)
+  [ ${#late[@]} -gt 0 ] && [ "${late[-1]}" = "$part" ] || late+=("$part")
+}
+
+summary() {  # the last line: every part passed, or the ones that failed (status 1), and
+  local names="" status=0  # the ones the call's time did not reach
+  if [ ${#late[@]} -gt 0 ]; then
+    names=$(printf '; %s' "${late[@]}")
+    names="; out of time: ${names#; }"
+  fi
+  if [ ${#failed[@]} -eq 0 ]; then
+    echo "== done in $SECONDS s: every part ${names:+that ran }passed$names"
+    return 0
+  fi
+  local bad
+  bad=$(printf '; %s' "${failed[@]}")
+  echo "== done in $SECONDS s: ${#failed[@]} part(s) FAILED: ${bad#; }$names"
   return 1
 }
 
@@ -120,6 +151,76 @@ run 60 $py -c 'import torch, typer; print("torch", torch.__version__, "cuda", to
 part "cuda-marked tests"
 workers=$($py -c 'import xdist' 2>/dev/null && echo "-n 4")  # pytest-xdist, where installed
 run 240 $py -m pytest -q -p no:cacheprovider $workers -m cuda tests
+
+part "GPU checkpoint on the CPU" "bf16 where supported, else fp16; sampled and resumed on the CPU"
+half=$($py -c 'import torch; print("bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16")' 2>/dev/null || echo fp16)
+run 90 $py -m charrnn train configs/tiny.yaml --device cuda --set train.precision=${half:-fp16} \
+  --out "$work/gpu-tiny" -q
+run 30 $py -m charrnn sample -c "$work/gpu-tiny" --device cpu --greedy --prime sharks --length 60
+run 90 $py -m charrnn train --resume "$work/gpu-tiny" --device cpu --set train.precision=fp32 \
+  --max-steps 350
+run 30 $py -m charrnn info "$work/gpu-tiny"
+
+part "hot path: training against the bare loop" "h128 LSTM, GRU and RNN, 3 repeats of 3 s; --strict: below 0.97 x fails"
+run 240 $py benchmarks/bench.py --only train --hidden 128 --repeats 3 --device cuda --strict \
+  --out "$results/gpu-train-h128.json"
+
+part "hot path: dropout resume" "2-layer LSTM, 40 steps in one go and 20 + a resume for 20, with dropout 0.2 and without; the four first runs side by side, then the two resumes"
+run 240 $py - "$work" <<'EOF'
+import json, subprocess, sys, torch
+work = sys.argv[1]
+def train(dropout, *args):
+    cmd = [sys.executable, "-m", "charrnn", "train", *args]
+    if args[0] != "--resume":
+        cmd += ["--device", "cuda", "-q"]
+        for key in ("model.num_layers=2", f"model.dropout={dropout}", "train.log_every=1",
+                    "train.lr_schedule=constant", "train.eval_every=1000"):
+            cmd += ["--set", key]
+    print("$", " ".join(cmd[1:]), flush=True)
+    return subprocess.Popen(cmd)
+def together(*procs):
+    return all([p.wait() == 0 for p in procs])
+dropouts = ("0.2", "0.0")
+ok = together(*(train(d, "configs/tiny.yaml", "--max-steps", n, "--out", f"{work}/drop-{d}-{part}")
+                for d in dropouts for n, part in (("40", "whole"), ("20", "resumed"))))
+ok = together(*(train(d, "--resume", f"{work}/drop-{d}-resumed", "--max-steps", "40")
+                for d in dropouts)) and ok
+for d in dropouts:
+    runs = [f"{work}/drop-{d}-{part}" for part in ("whole", "resumed")]
+    try:
+        weights = [torch.load(f"{r}/last.pt", map_location="cpu", weights_only=True)["model"]
+                   for r in runs]
+        losses = [[r["train_loss"] for r in map(json.loads, open(f"{run}/metrics.jsonl"))
+                   if "train_loss" in r and r["step"] > 20] for run in runs]
+    except OSError as err:
+        print(f"dropout {d}: a run left no checkpoint or metrics ({err})")
+        ok = False
+        continue
+    diff = max((weights[0][k] - weights[1][k]).abs().max().item() for k in weights[0])
+    same = losses[0] == losses[1] and len(losses[0]) == 20
+    print(f"dropout {d}: the resumed run continued exactly: {'yes' if diff == 0 and same else 'no'} "
+          f"(largest weight difference at step 40: {diff:.3g}; the 20 losses after the resume "
+          f"{'are' if same else 'are not'} the same)")
+sys.exit(0 if ok else 1)
+EOF
+
+part "precision comparison" "configs/shakespeare.yaml for $minutes minutes each, $repeats round(s), each in the reverse order of the one before; validation loss by eval"
+order=(fp32 fp16 bf16)
+runs=()
+for (( round = 1; round <= repeats; round++ )); do
+  for precision in "${order[@]}"; do
+    run $(( ${minutes%.*} * 60 + 150 )) $py -m charrnn train configs/shakespeare.yaml \
+      --device cuda --out "$work/prec-$round-$precision" --max-minutes "$minutes" \
+      --set train.precision=$precision --set train.log_every=25 -q
+    runs+=("$work/prec-$round-$precision")
+  done
+  order=("${order[2]}" "${order[1]}" "${order[0]}")
+done
+precision_table "${runs[@]}"
+
+part "benchmark rows on the GPU" "quick: sampling, eval (training: the hot-path part)"
+run 120 $py benchmarks/bench.py --quick --only sample,eval --device cuda \
+  --out "$results/gpu-quick.json"
 
 part "hidden-state dtype" "the recurrent state's dtype under each precision (autocast alone would give fp16)"
 run 60 $py - <<'EOF'
@@ -175,29 +276,6 @@ EOF
 part "scaling row" "world size 1 under torchrun (NCCL, DDP) next to the plain command"
 run 200 $py benchmarks/bench.py --only scaling --device cuda --out "$results/gpu-scaling.json"
 
-part "GPU checkpoint on the CPU" "bf16 where supported, else fp16; sampled and resumed on the CPU"
-half=$($py -c 'import torch; print("bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16")' 2>/dev/null || echo fp16)
-run 90 $py -m charrnn train configs/tiny.yaml --device cuda --set train.precision=${half:-fp16} \
-  --out "$work/gpu-tiny" -q
-run 30 $py -m charrnn sample -c "$work/gpu-tiny" --device cpu --greedy --prime sharks --length 60
-run 90 $py -m charrnn train --resume "$work/gpu-tiny" --device cpu --set train.precision=fp32 \
-  --max-steps 350
-run 30 $py -m charrnn info "$work/gpu-tiny"
-
-part "precision comparison" "configs/shakespeare.yaml for $minutes minutes each, $repeats round(s), each in the reverse order of the one before; validation loss by eval"
-order=(fp32 fp16 bf16)
-runs=()
-for (( round = 1; round <= repeats; round++ )); do
-  for precision in "${order[@]}"; do
-    run $(( ${minutes%.*} * 60 + 150 )) $py -m charrnn train configs/shakespeare.yaml \
-      --device cuda --out "$work/prec-$round-$precision" --max-minutes "$minutes" \
-      --set train.precision=$precision --set train.log_every=25 -q
-    runs+=("$work/prec-$round-$precision")
-  done
-  order=("${order[2]}" "${order[1]}" "${order[0]}")
-done
-precision_table "${runs[@]}"
-
 part "planned run" "charrnn train --data tinyshakespeare.txt (planned) next to configs/shakespeare.yaml, $plan_minutes minutes each; validation loss by eval"
 run 60 $py -m charrnn plan --data data/tinyshakespeare.txt --max-minutes "$plan_minutes" \
   --device cuda
@@ -208,52 +286,6 @@ run $(( ${plan_minutes%.*} * 60 + 150 )) $py -m charrnn train configs/shakespear
   --set train.log_every=25 -q
 TABLE_LABEL=run precision_table "$work/plan-1-planned" "$work/plan-1-shakespeare.yaml"
 
-part "benchmark rows on the GPU" "quick: sampling, eval (training: the hot-path part)"
-run 120 $py benchmarks/bench.py --quick --only sample,eval --device cuda \
-  --out "$results/gpu-quick.json"
-
-part "hot path: training against the bare loop" "h128 LSTM, GRU and RNN, 3 repeats of 3 s; --strict: below 0.97 x fails"
-run 240 $py benchmarks/bench.py --only train --hidden 128 --repeats 3 --device cuda --strict \
-  --out "$results/gpu-train-h128.json"
-
-part "hot path: dropout resume" "2-layer LSTM, 40 steps in one go and 20 + a resume for 20, with dropout 0.2 and without; the four first runs side by side, then the two resumes"
-run 240 $py - "$work" <<'EOF'
-import json, subprocess, sys, torch
-work = sys.argv[1]
-def train(dropout, *args):
-    cmd = [sys.executable, "-m", "charrnn", "train", *args]
-    if args[0] != "--resume":
-        cmd += ["--device", "cuda", "-q"]
-        for key in ("model.num_layers=2", f"model.dropout={dropout}", "train.log_every=1",
-                    "train.lr_schedule=constant", "train.eval_every=1000"):
-            cmd += ["--set", key]
-    print("$", " ".join(cmd[1:]), flush=True)
-    return subprocess.Popen(cmd)
-def together(*procs):
-    return all([p.wait() == 0 for p in procs])
-dropouts = ("0.2", "0.0")
-ok = together(*(train(d, "configs/tiny.yaml", "--max-steps", n, "--out", f"{work}/drop-{d}-{part}")
-                for d in dropouts for n, part in (("40", "whole"), ("20", "resumed"))))
-ok = together(*(train(d, "--resume", f"{work}/drop-{d}-resumed", "--max-steps", "40")
-                for d in dropouts)) and ok
-for d in dropouts:
-    runs = [f"{work}/drop-{d}-{part}" for part in ("whole", "resumed")]
-    try:
-        weights = [torch.load(f"{r}/last.pt", map_location="cpu", weights_only=True)["model"]
-                   for r in runs]
-        losses = [[r["train_loss"] for r in map(json.loads, open(f"{run}/metrics.jsonl"))
-                   if "train_loss" in r and r["step"] > 20] for run in runs]
-    except OSError as err:
-        print(f"dropout {d}: a run left no checkpoint or metrics ({err})")
-        ok = False
-        continue
-    diff = max((weights[0][k] - weights[1][k]).abs().max().item() for k in weights[0])
-    same = losses[0] == losses[1] and len(losses[0]) == 20
-    print(f"dropout {d}: the resumed run continued exactly: {'yes' if diff == 0 and same else 'no'} "
-          f"(largest weight difference at step 40: {diff:.3g}; the 20 losses after the resume "
-          f"{'are' if same else 'are not'} the same)")
-sys.exit(0 if ok else 1)
-EOF
 summary
 } 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

@@ -72,19 +72,24 @@ def test_bench_quick(tmp_path):
         assert r["name"] in table
 
 
-def _gpu_checks(tmp_path, fail: str = "", **env_vars: str) -> subprocess.CompletedProcess:
+def _gpu_checks(tmp_path, fail: str = "", slow: str = "",
+                **env_vars: str) -> subprocess.CompletedProcess:
     """benchmarks/gpu_checks.sh with stand-ins for nvidia-smi and Python (no GPU needed): the
-    stand-in Python fails when its arguments match the extended regex `fail`, else succeeds."""
+    stand-in Python fails when its arguments match the extended regex `fail`, else succeeds;
+    it takes 2 s when they match `slow`."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     tools = {"nvidia-smi": "echo 'Stand-in GPU, 1 MiB'\n",
-             "python": 'if [ -n "$FAKE_FAIL" ] && echo "$*" | grep -Eq -- "$FAKE_FAIL"; then\n'
+             "python": 'if [ -n "$FAKE_SLOW" ] && echo "$*" | grep -Eq -- "$FAKE_SLOW"; then\n'
+                       '  sleep 2\nfi\n'
+                       'if [ -n "$FAKE_FAIL" ] && echo "$*" | grep -Eq -- "$FAKE_FAIL"; then\n'
                        '  echo "stand-in failure: $*" >&2; exit 3\nfi\n'}
     for name, body in tools.items():
         (bin_dir / name).write_text("#!/bin/sh\n" + body)
         (bin_dir / name).chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
            "PYTHON": str(bin_dir / "python"), "OUT": str(tmp_path / "out"), "FAKE_FAIL": fail,
+           "FAKE_SLOW": slow,
            **env_vars}
     env.pop("DRY_RUN", None)
     return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_checks.sh")], cwd=ROOT,
@@ -122,6 +127,22 @@ def test_gpu_checks_run_in_one_call_and_name_the_parts_measured_before(tmp_path)
     assert "--data data/tinyshakespeare.txt --device cuda --max-minutes 2" in named.stdout
     every = _gpu_checks(tmp_path, SKIP="")
     assert "skipped" not in every.stdout and "--only scaling" in every.stdout, every.stdout[-2000:]
+
+
+def test_gpu_checks_skip_the_parts_the_calls_time_does_not_reach(tmp_path):
+    """The parts run most important first; a command running when BUDGET_S is spent is
+    stopped, the parts after it are skipped, and the last line names them all."""
+    res = _gpu_checks(tmp_path, slow="-m pytest", BUDGET_S="1")
+    assert res.returncode == 0, res.stdout[-2000:]  # out of time is not a failure
+    order = [line.split(":")[0] for line in res.stdout.splitlines() if line.startswith("== ")]
+    assert order[:3] == ["== machine", "== cuda-marked tests", "== GPU checkpoint on the CPU"]
+    assert "(stopped: the call's 1 s are spent)" in res.stdout
+    assert "== GPU checkpoint on the CPU: skipped (out of time" in res.stdout
+    assert "== hot path: dropout resume: skipped (out of time" in res.stdout
+    assert "charrnn train" not in res.stdout  # nothing after the slow part was started
+    last = next(line for line in res.stdout.splitlines() if line.startswith("== done"))
+    assert "every part that ran passed; out of time: cuda-marked tests; GPU checkpoint" in last
+    assert "scaling row" not in last  # left out by default, not by the clock
 
 
 def _paragraph(text: str, start: str) -> str:
