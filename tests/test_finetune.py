@@ -76,8 +76,9 @@ def test_fine_tuned_model_writes_the_new_characters(tiny_run, new_text, tmp_path
     assert "from step 0 to 100" in proc.stderr and "added '!', 'A'" in proc.stderr
     sample = run_cli("sample", "-c", str(out), "--prime", "SHARKS", "--greedy", "--length", "14")
     # its new characters: capitals and '!' (the exact greedy text after 100 steps is chaotic in
-    # the last bits of the starting weights; "SHARKS FEED ON TUNA!" or "SHARKS FEE ON TUNA!")
+    # the last bits of the arithmetic, which differ between CPUs: "SHARKS FEED ON TUNA!",
+    # "SHARKS FEE ON TUNA!" and "SHARKS FE ON TUNA!\nT" have been seen)
     written = sample.stdout.rstrip("\n")
-    assert written.endswith(" TUNA!") and written == written.upper(), (written, sample.stderr)
+    assert " TUNA!" in written and written == written.upper(), (written, sample.stderr)
     proc = run_cli("train", "--resume", str(out), "--max-steps", "110", "-q")
     assert proc.returncode == 0, proc.stderr
