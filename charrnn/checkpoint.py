@@ -59,8 +59,9 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
         with atomic_write(path) as fh:  # removes its temporary file on any way out, Ctrl-C too
             _save(state, fh)
     except OSError as exc:
-        raise TrainingFailed(f"could not write checkpoint {path}: {exc.strerror or exc}; the "
-                             f"previous checkpoint there is intact") from exc
+        kept = "; the previous checkpoint there is intact" if path.exists() else ""
+        raise TrainingFailed(f"could not write checkpoint {path}: {exc.strerror or exc}"
+                             f"{kept}") from exc
 
 
 class _WriteErrors:

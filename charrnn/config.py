@@ -95,7 +95,8 @@ class TrainConfig:
     precision: str = _opt("auto", "auto (fp32; on CUDA with TF32), fp32, fp16 or bf16 (CUDA only)",
                           choices=("auto", "fp32", "fp16", "bf16"))
     threads: Optional[int] = _opt(None, "CPU threads (null: the count measured fastest for "
-                                        "this model here, cached; see --reprobe)", min=1)
+                                        "this model here, cached; see --reprobe)", min=1,
+                                  max=1024)  # torch crashes on a pool of 100,000
     seed: int = _opt(1337, "seed for weights, dropout and sampling", min=0, max=SEED_MAX)
     plan: bool = _opt(False, "plan the model and train keys this config leaves unset from the "
                              "text, the measured speed and the budget (charrnn plan shows how)")

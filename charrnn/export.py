@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from charrnn.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-from charrnn.errors import CheckpointError
+from charrnn.errors import CheckpointError, TrainingFailed
 from charrnn.quantize import check_mode, quantize_weights
 
 KIND = "export"
@@ -46,7 +46,11 @@ def export_model(source: str | Path, out: str | Path, force: bool = False,
         slim["model"], slim["quantization"] = quantize_weights(state["model"], quantize)
     slim["kind"] = KIND
     slim["exported_from"] = str(src)
-    save_checkpoint(slim, out)
+    try:
+        save_checkpoint(slim, out)
+    except TrainingFailed as exc:  # an --out that cannot be written is the user's to fix
+        raise CheckpointError(f"--out {out} cannot be written: "
+                              f"{getattr(exc.__cause__, 'strerror', None) or exc}") from None
     return src
 
 

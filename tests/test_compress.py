@@ -87,7 +87,7 @@ def test_another_model_is_refused_naming_both_fingerprints(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("damage", ["truncated", "flipped", "not ours"])
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "not ours", "header length"])
 def test_a_damaged_file_is_an_error_and_nothing_is_written(tiny_run, tmp_path, damage):
     text = (ROOT / "data" / "foodchain.txt").read_bytes()[:2000]
     blob = bytearray(charrnn("compress", "-c", tiny_run, "-q", data=text).stdout)
@@ -95,12 +95,14 @@ def test_a_damaged_file_is_an_error_and_nothing_is_written(tiny_run, tmp_path, d
         blob = blob[:-8]
     elif damage == "flipped":
         blob[len(blob) // 2] ^= 0x55
+    elif damage == "header length":
+        blob[17] = 0xFF
     else:
         blob = bytearray(b"sharks feed on tuna. " * 10)
     out = tmp_path / "out.txt"
     proc = charrnn("decompress", "-c", tiny_run, "-o", out, data=bytes(blob))
-    assert proc.returncode != 0
-    assert proc.stderr.decode().strip().splitlines()[-1].startswith("error: ")
+    last = proc.stderr.decode().strip().splitlines()[-1]
+    assert proc.returncode == 2 and last.startswith("error: ") and "internal" not in last, last
     assert not out.exists()
     piped = charrnn("decompress", "-c", tiny_run, data=bytes(blob))
     assert piped.returncode != 0 and piped.stdout == b""  # never a wrong text on stdout

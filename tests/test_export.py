@@ -1,8 +1,10 @@
 """`charrnn export`: a slim model file that sample, eval and info load and resume refuses."""
 
 import json
+import os
 import re
 
+import pytest
 import torch
 
 
@@ -48,3 +50,10 @@ def test_the_checkpoint_docstring_names_every_key_of_an_export(tiny_run, tmp_pat
                                                           "charrnn_version"}
         assert ("quantization" in keys) == (quantize is not None)
         assert keys <= set(re.findall(r"\w+", paragraph)), keys - set(re.findall(r"\w+", paragraph))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs Linux's /proc, which takes no files")
+def test_an_out_that_cannot_be_written_is_the_users_error(tiny_run, cli):
+    code, _, err = cli("export", str(tiny_run), "--out", "/proc/charrnn-model.pt")
+    assert code == 2 and err.startswith("error: --out /proc/charrnn-model.pt cannot be written")
+    assert "intact" not in err and len(err.strip().splitlines()) == 1, err

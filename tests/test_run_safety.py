@@ -60,6 +60,9 @@ def test_a_run_refused_late_leaves_the_old_run_as_it_was(small_run, cli):
     code, _, err = cli("train", "--resume", small_run, "--max-steps", "30", *bad, "-q")
     assert code == 2 and "preview_prime" in err, err
     assert hashes(small_run) == before  # config.yaml and the logs too
+    code, _, err = cli("train", TINY, "--out", small_run, "--force", "--threads", "100000", "-q")
+    assert code == 2 and "--threads: must be <= 1024" in err, err  # torch would crash
+    assert hashes(small_run) == before
 
 
 def test_a_run_in_use_is_called_so_before_force_is_suggested(small_run, cli):

@@ -93,6 +93,26 @@ def test_show_bad_input_is_one_error_line(tiny_run, tmp_path, capsys, args, mess
     assert not any(line.startswith("error") for line in err[:-1])
 
 
+def test_show_html_replaces_no_file_without_force(tiny_run, tmp_path, capsys):
+    checkpoint = tiny_run / "best.pt"
+    before = checkpoint.read_bytes()
+    for page, message in ((checkpoint, "already exists (add --force"), (tmp_path, "is a folder")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["show", "-c", str(tiny_run), "--text", "sharks", "--html", str(page)])
+        err = capsys.readouterr().err.splitlines()
+        assert exit_info.value.code == 2 and len(err) == 1 and message in err[0], err
+    assert checkpoint.read_bytes() == before
+    page = tmp_path / "page.html"
+    page.write_text("mine")
+    args = ["show", "-c", str(tiny_run), "--text", "sharks", "--html", str(page), "-q"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(args)
+    assert exit_info.value.code == 2 and page.read_text() == "mine"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(args + ["--force"])
+    assert exit_info.value.code == 0 and "<html" in page.read_text().lower()
+
+
 @pytest.mark.slow
 def test_show_reads_a_long_text_in_chunks(tiny_run, tmp_path):
     """Texts of 50,000 and 200,000 characters into a pipe: the longer one costs what is kept

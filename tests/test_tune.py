@@ -27,6 +27,15 @@ def test_a_bad_budget_is_one_error_line(text, cli):
     assert code == 2 and out == "" and len(err.splitlines()) == 1 and "--budget" in err, err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--budget", "30s"], "under a trial's default minute"),
+    (["--budget", "10s", "--max-minutes", "5"], "--max-minutes 5 is more than the whole budget"),
+])
+def test_a_trial_longer_than_the_budget_is_one_error_line(args, message, cli):
+    code, out, err = cli("tune", "--data", str(FOODCHAIN), *args)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1 and message in err, err
+
+
 def test_without_optuna_the_error_names_the_extra(cli, monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
     code, _, err = cli("tune", "--data", str(FOODCHAIN), "--budget", "1m")

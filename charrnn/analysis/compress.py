@@ -354,7 +354,7 @@ def decompress(blob: bytes, model=None, vocab=None) -> bytes:
                 for row in np.flatnonzero(column == escape):
                     escaped[int(row) * layout.length + t] = _from_code_point_bytes(
                         decoder.decode(layout.byte, CODE_POINT_BYTES))
-    except (ValueError, OverflowError) as exc:
+    except (ValueError, OverflowError, AssertionError) as exc:  # constriction: invalid data
         raise CompressError(f"the compressed data is corrupt ({exc})") from None
     data = _text_of(layout.symbols.reshape(-1)[:header.chars], escaped, coding.vocab)
     if hashlib.sha256(data).digest() != header.text_sha256 or len(data) != header.size:

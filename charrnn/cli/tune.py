@@ -60,6 +60,12 @@ def tune_cmd(
     """
     minutes = parse_minutes(budget)
     trial_minutes = max_minutes if max_minutes is not None else max(1.0, minutes / 10)
+    if trial_minutes > minutes:  # before the plan is printed: the error is the one line
+        raise ConfigError(
+            f"--max-minutes {trial_minutes:g} is more than the whole budget ({minutes:g} "
+            f"minutes): one trial would not fit" if max_minutes is not None else
+            f"--budget {budget} is under a trial's default minute (--max-minutes is a tenth "
+            f"of the budget, at least 1): give a shorter --max-minutes, or more --budget")
     if config is None and data is None:
         raise ConfigError("give --data TEXT (and a CONFIG whose keys stay fixed)")
     sets = flag_overrides(overrides, {"--data": data, "--device": device,

@@ -149,6 +149,20 @@ def _surprising_points(probe, bits, top: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _check_page_path(page: Path, force: bool) -> None:
+    """The page can be written there, and replaces nothing the user did not say to replace."""
+    from charrnn.errors import DataError
+    folder = page.resolve().parent
+    if not folder.is_dir():
+        raise DataError(f"--html {page}: folder {page.parent} does not exist")
+    if page.is_dir():
+        raise DataError(f"--html {page} is a folder: give a file name, such as {page}/show.html")
+    if page.exists() and not force:
+        raise DataError(f"--html {page} already exists (add --force to replace it)")
+    if not os.access(folder, os.W_OK):
+        raise DataError(f"--html {page}: folder {page.parent} cannot be written")
+
+
 def show_cmd(
     text_file: Optional[str] = typer.Argument(None, metavar="[TEXT_FILE|-]",
                                               help="Text to read (- for stdin).",
@@ -165,6 +179,7 @@ def show_cmd(
                             help="Under the text, list the ten most surprising characters, each "
                                  "with the K the model expected there (--json: K choices per "
                                  "record, default 5)."),
+    force: bool = typer.Option(False, "--force", help="Replace the --html file if it exists."),
     device: str = DEVICE_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -179,19 +194,20 @@ def show_cmd(
 
     if (text is None) == (text_file is None):
         raise DataError("give the text to show: a TEXT_FILE, - for stdin, or --text (one)")
-    if html is not None and not Path(html).resolve().parent.is_dir():
-        raise DataError(f"--html {html}: folder {Path(html).parent} does not exist")
+    if html is not None:
+        _check_page_path(Path(html), force)
     body = text if text is not None else read_text(text_file)
     reporter = make_reporter(quiet)
     loaded = load_model(checkpoint, device)
     with loaded.blame():
         probe = probe_text(loaded.model, loaded.vocab, body, loaded.device, top_k=max(top, 5),
                            units=html is not None)
-    reporter.info(loaded.note)
-    if html is not None:
+    if html is not None:  # written before anything is said, so a failure is the one line
         m = loaded.cfg.model
         desc = f"{m.type} {m.num_layers} x {m.hidden_size} ({loaded.path}, step {loaded.step})"
         write_text_atomic(html, page_html(probe, f"charrnn show: {text_file or 'text'}", desc))
+    reporter.info(loaded.note)
+    if html is not None:
         reporter.info(f"wrote {html}")
     if as_json:
         sys.stdout.write(json.dumps(probe.report(top or 5), ensure_ascii=False) + "\n")
