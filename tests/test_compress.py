@@ -294,3 +294,18 @@ def test_a_scratch_file_that_restores_wrongly_names_the_versions_that_made_it(mo
     blob[sha_at] ^= 0xFF
     with pytest.raises(CompressError, match=f"charrnn 0.0.1 there, {real} here"):
         decompress(bytes(blob))
+
+
+def test_the_output_never_replaces_the_model_in_use(run_copy, tmp_path):
+    model = run_copy / "best.pt"
+    before = model.read_bytes()
+    text = (ROOT / "data" / "foodchain.txt").read_bytes()[:300]
+    proc = charrnn("compress", "-c", model, "-o", model, "--force", data=text)
+    assert proc.returncode == 2 and b"is the model file in use" in proc.stderr, proc.stderr
+    blob = tmp_path / "text.crz"
+    assert charrnn("compress", "-c", model, "-o", blob, "-q", data=text).returncode == 0
+    proc = charrnn("decompress", "-c", run_copy, blob, "-o", model, "--force")
+    assert proc.returncode == 2 and b"is the model file in use" in proc.stderr, proc.stderr
+    assert model.read_bytes() == before
+    proc = charrnn("compress", "-c", model, "-o", tmp_path, data=text)
+    assert proc.returncode == 2 and b"is a folder" in proc.stderr, proc.stderr

@@ -64,7 +64,8 @@ def compress_cmd(
     if scratch:
         blob, note = _compress_from_scratch(data, streams)
     else:
-        blob, note = _compress_with_model(data, checkpoint, streams, settings)
+        blob, note = _compress_with_model(data, _model_for(checkpoint, target), streams,
+                                          settings)
     _write(target, blob)
     chars = len(data.decode("utf-8"))
     make_reporter(quiet).info(
@@ -73,8 +74,15 @@ def compress_cmd(
         + f" in {time.perf_counter() - started:.1f} s")
 
 
-def _compress_with_model(data: bytes, checkpoint, streams, settings) -> tuple[bytes, str]:
+def _model_for(checkpoint, target: Optional[Path]):
+    """The model to code with, which the output must not replace, --force or not."""
     loaded = load_model(checkpoint, "cpu")
+    if target is not None and target.resolve() == Path(loaded.path).resolve():
+        raise DataError(f"--out {target} is the model file in use: write elsewhere")
+    return loaded
+
+
+def _compress_with_model(data: bytes, loaded, streams, settings) -> tuple[bytes, str]:
     from charrnn.analysis.compress import compress
     with loaded.blame():
         return compress(data, loaded.model, loaded.vocab, streams=streams,
@@ -108,7 +116,7 @@ def decompress_cmd(
     target = _check_out(out, force)
     from charrnn.analysis.compress import decompress, needs_model
     if needs_model(blob):
-        loaded = load_model(checkpoint, "cpu")
+        loaded = _model_for(checkpoint, target)
         with loaded.blame():
             data, note = decompress(blob, loaded.model, loaded.vocab), loaded.note
     else:
@@ -146,6 +154,8 @@ def _check_out(out: str, force: bool) -> Optional[Path]:
     if out == "-":
         return None
     path = Path(out)
+    if path.is_dir():
+        raise DataError(f"--out {out} is a folder: give a file name")
     if path.exists() and not force:
         raise DataError(f"{out} exists; give --force to replace it")
     return path
