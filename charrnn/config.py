@@ -332,7 +332,8 @@ def read_yaml(path: str | Path) -> dict:
     """Read a YAML config file into a mapping, with errors that name the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path} (give the path of a YAML config, "
+        what = "is a folder, not a config file" if path.is_dir() else "config file not found"
+        raise ConfigError(f"{what}: {path} (give the path of a YAML config, "
                           f"e.g. configs/tiny.yaml)")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))

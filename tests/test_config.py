@@ -115,6 +115,8 @@ def test_unreadable_config_files(tmp_path, text, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="is a folder, not a config file"):
+        load_config(tmp_path)
 
 
 def test_relative_data_path_resolves_against_the_config_folder(tmp_path, monkeypatch):

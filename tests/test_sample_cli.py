@@ -76,6 +76,7 @@ def test_beam_search(tiny_run, cli):
                                            "drop --temperature"),
     (["--greedy", "--top-k", "3", "--top-p", "0.5"], "drop --top-k and --top-p"),
     (["--prime-file", "no/such/primes.txt"], "prime file not found: no/such/primes.txt"),
+    (["--prime-file", "tests"], "prime file is a folder, not a file: tests"),
     (["--separator", "\\x", "-N", "2"], "--separator: '\\x' holds a broken backslash escape"),
     (["--prime", "\\N{nope}"], "--prime"),
     (["--stop", "\\u12"], "--stop"),

@@ -96,7 +96,7 @@ def test_show_bad_input_is_one_error_line(tiny_run, tmp_path, capsys, args, mess
 def test_show_html_replaces_no_file_without_force(tiny_run, tmp_path, capsys):
     checkpoint = tiny_run / "best.pt"
     before = checkpoint.read_bytes()
-    for page, message in ((checkpoint, "already exists (add --force"), (tmp_path, "is a folder")):
+    for page, message in ((checkpoint, "already exists (add --force"), (tmp_path, "directory")):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(["show", "-c", str(tiny_run), "--text", "sharks", "--html", str(page)])
         err = capsys.readouterr().err.splitlines()

@@ -21,7 +21,8 @@ def _read_primes(path: str, reporter) -> list[str]:
     from charrnn.text.data import read_text
 
     if path != "-" and not Path(path).is_file():
-        raise DataError(f"prime file not found: {path}")
+        what = "is a folder, not a file" if Path(path).is_dir() else "not found"
+        raise DataError(f"prime file {what}: {path}")
     lines = read_text(path).splitlines()
     primes = [line for line in lines if line]
     if not primes:

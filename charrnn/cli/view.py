@@ -155,9 +155,7 @@ def _check_page_path(page: Path, force: bool) -> None:
     folder = page.resolve().parent
     if not folder.is_dir():
         raise DataError(f"--html {page}: folder {page.parent} does not exist")
-    if page.is_dir():
-        raise DataError(f"--html {page} is a folder: give a file name, such as {page}/show.html")
-    if page.exists() and not force:
+    if page.is_file() and not force:  # (a folder there is refused by the write)
         raise DataError(f"--html {page} already exists (add --force to replace it)")
     if not os.access(folder, os.W_OK):
         raise DataError(f"--html {page}: folder {page.parent} cannot be written")
