@@ -242,24 +242,18 @@ def train(config_or_path=None, /, *, out: Optional[str | os.PathLike] = None,
     and `should_stop()`, polled between steps, ends the run cleanly (saving last.pt) when it
     returns True.
     """
+    from charrnn.device import cuda_index
     from charrnn.training.distributed import run_device
     from charrnn.training.loop import train as train_run
 
     path = lambda p: None if p is None else str(p)  # noqa: E731
     cfg, user_keys = run_config(config_or_path, _override_texts(overrides), resume=path(resume),
                                 init_from=path(init_from))
-    with _global_state_kept(cuda_devices=_cuda_index(run_device(cfg.train.device))):
+    device = run_device(cfg.train.device)
+    with _global_state_kept(cuda_devices=[cuda_index(device)] if device.type == "cuda" else []):
         return train_run(cfg, resume=path(resume), run_dir=path(out), force=force,
                          init_from=path(init_from), on_event=on_event, should_stop=should_stop,
                          reprobe=reprobe, user_keys=user_keys)
-
-
-def _cuda_index(device) -> list[int]:
-    """[the index of `device`] if it is a CUDA device (`cuda`: the current one), else []."""
-    import torch
-    if device.type != "cuda":
-        return []
-    return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
 def run_config(config, sets: list[str], *, resume: Optional[str] = None,

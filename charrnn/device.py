@@ -167,13 +167,17 @@ def _tf32_note_silenced():
         yield
 
 
+def cuda_index(device: torch.device) -> int:
+    """The number of CUDA device `device` (`cuda` alone: the current one)."""
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 def seed_everything(seed: int, device: torch.device) -> None:
     """Seed the generators a run on `device` draws from: the CPU's and, on a GPU, that GPU's;
     the other devices' are left alone."""
     torch.default_generator.manual_seed(seed)
     if device.type == "cuda":
         torch.cuda.init()
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        torch.cuda.default_generators[index].manual_seed(seed)
+        torch.cuda.default_generators[cuda_index(device)].manual_seed(seed)
     elif device.type != "cpu":
         torch.manual_seed(seed)  # MPS: seeded with the CPU's

@@ -213,7 +213,7 @@ def test_train_keeps_the_cuda_generator_of_the_device_a_run_uses(monkeypatch):
     """Kept even where CUDA is not initialized yet (the run initializes and seeds it); no other
     GPU's is asked for (that would start CUDA there) or seeded, and a run on the CPU seeds none."""
     from charrnn import api
-    from charrnn.device import seed_everything
+    from charrnn.device import cuda_index, seed_everything
     forked, seeded = [], []
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     monkeypatch.setattr(torch.random, "fork_rng",
@@ -222,7 +222,7 @@ def test_train_keeps_the_cuda_generator_of_the_device_a_run_uses(monkeypatch):
         with api._global_state_kept(cuda_devices=devices):
             pass
     assert forked == [[1], []]
-    assert api._cuda_index(torch.device("cuda", 2)) == [2] and api._cuda_index(CPU) == []
+    assert cuda_index(torch.device("cuda", 2)) == 2
     monkeypatch.undo()
 
     class Generator:

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Optional
 import typer
 
 from charrnn.api import run_config, train_config  # noqa: F401  (the commands import them here)
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, DataError
 
 CHECKPOINT_OPTION = typer.Option(
     None, "--checkpoint", "-c", metavar="CKPT|RUN_DIR",
@@ -119,6 +119,13 @@ def flag_overrides(overrides: list[str], flags: dict) -> list[str]:
         check_flag(flag, FLAG_KEYS[flag], value)
         sets.append(f"{FLAG_KEYS[flag]}={json.dumps(value) if isinstance(value, str) else value}")
     return sets
+
+
+def refuse_to_replace(path: Path, flag: str, force: bool) -> None:
+    """An existing file given as an output is replaced only with --force (a folder is left to
+    the caller, whose write refuses it)."""
+    if path.exists() and not path.is_dir() and not force:
+        raise DataError(f"{flag} {path} already exists (add --force to replace it)")
 
 
 class StopRequests:

@@ -12,7 +12,8 @@ import typer
 
 from charrnn.cli.adapt import (ADAPT_DECAY_OPTION, ADAPT_LR_OPTION, ADAPT_OPTION,
                                ADAPT_STREAMS_OPTION, ADAPT_WINDOW_OPTION, adapt_settings)
-from charrnn.cli.common import CHECKPOINT_OPTION, QUIET_OPTION, load_model, make_reporter
+from charrnn.cli.common import (CHECKPOINT_OPTION, QUIET_OPTION, load_model, make_reporter,
+                                refuse_to_replace)
 from charrnn.errors import DataError, MissingDependency
 
 INPUT_ARGUMENT = typer.Argument("-", metavar="[FILE|-]", help="What to read; - (the default) "
@@ -156,8 +157,7 @@ def _check_out(out: str, force: bool) -> Optional[Path]:
     path = Path(out)
     if path.is_dir():
         raise DataError(f"--out {out} is a folder: give a file name")
-    if path.exists() and not force:
-        raise DataError(f"{out} exists; give --force to replace it")
+    refuse_to_replace(path, "--out", force)
     return path
 
 

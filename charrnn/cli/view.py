@@ -17,7 +17,7 @@ from typing import List, Optional
 import typer
 
 from charrnn.cli.common import CHECKPOINT_OPTION, DEVICE_OPTION, QUIET_OPTION, load_model, \
-    make_reporter
+    make_reporter, refuse_to_replace
 from charrnn.config import INT64_MAX
 
 
@@ -155,8 +155,7 @@ def _check_page_path(page: Path, force: bool) -> None:
     folder = page.resolve().parent
     if not folder.is_dir():
         raise DataError(f"--html {page}: folder {page.parent} does not exist")
-    if page.is_file() and not force:  # (a folder there is refused by the write)
-        raise DataError(f"--html {page} already exists (add --force to replace it)")
+    refuse_to_replace(page, "--html", force)
     if not os.access(folder, os.W_OK):
         raise DataError(f"--html {page}: folder {page.parent} cannot be written")
 
